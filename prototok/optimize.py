@@ -1,0 +1,260 @@
+"""Batched optimisation of trainable input vectors against a frozen LM.
+
+Every (sequence, restart) pair is one row of one batch. AdamW is element-wise, so rows
+that share no vector are exactly independent problems solved side by side; rows that
+share a vector (Table 2's groups) are trained jointly through it. A "unit" is the set
+of rows that must be judged together: one row, or one sharing group of one restart.
+For each unit the best state seen (by mean token accuracy) is kept, so the answer
+never gets worse than the best step. A sequence stops costing compute as soon as one
+of its restarts reconstructs it (`stop_accuracy`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .arrangements import BatchLayout
+from .models import LanguageModel
+from .recipe import Arrangement, EncodeConfig, Init, Method, Recipe, Schedule, ShareMode
+
+
+@dataclass
+class Progress:
+    """What a long optimisation reports: the CLI draws it, the worker stores it."""
+
+    step: int
+    max_steps: int
+    loss: float
+    accuracy: list[float]  # best token accuracy so far, per sequence of this call
+    done: int  # sequences already reconstructed
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class Solution:
+    """The best vectors found for one token sequence, and what they reconstruct alone."""
+
+    vectors: dict[str, torch.Tensor]  # one-step: e (d,), m (d,); autoregressive: mem (k, d)
+    predicted: list[int]
+    c_tokens: int
+    accuracy: float
+    loss: float
+    steps: int
+    seed: int
+    seconds: float = 0.0
+
+
+class Problem(Protocol):
+    """A way of turning trainable tables into LM inputs for a subset of rows."""
+
+    params: list[torch.Tensor]
+    unit_of_row: torch.Tensor  # (R,)
+
+    def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]: ...
+
+    def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]: ...
+
+
+def init_vectors(lm: LanguageModel, recipe: Recipe, n: int, seed: int) -> torch.Tensor:
+    """(n, d) fresh vectors, reproducible from the seed alone (independent of batch layout)."""
+    std = recipe.init_scale * (lm.embedding_std if recipe.init is Init.EMBEDDING else 1.0)
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, lm.hidden_size, generator=gen) * std).to(lm.device)
+
+
+@dataclass
+class OneStepProblem:
+    """[e, m, ...] through inputs_embeds (the paper). Rows are ordered restart-major."""
+
+    lm: LanguageModel
+    layout: BatchLayout
+    e_table: torch.Tensor  # (n_e, d)
+    m_table: torch.Tensor  # (n_m, d)
+    e_of_row: torch.Tensor  # (R,)
+    m_of_row: torch.Tensor  # (R,)
+    unit_of_row: torch.Tensor  # (R,)
+    params: list[torch.Tensor] = field(default_factory=list)
+
+    def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]:
+        rows = rows.to(self.lm.device)
+        sub = self.layout.subset(rows)
+        e = self.e_table[self.e_of_row[rows]]  # (A, d)
+        m = self.m_table[self.m_of_row[rows]]  # (A, d)
+        z = sub.inputs(e, m).to(self.lm.dtype)  # (A, L, d)
+        logits = self.lm.model(inputs_embeds=z).logits  # (A, L, V)
+        return sub.target_logits(logits), sub  # (A, Nmax, V)
+
+    def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        rows = rows.to(self.lm.device)
+        e = self.e_table[self.e_of_row[rows]].detach().float().cpu()
+        m = self.m_table[self.m_of_row[rows]].detach().float().cpu()
+        return [{"e": e[i].clone(), "m": m[i].clone()} for i in range(len(rows))]
+
+
+def one_step_problem(
+    lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, frozen_m: torch.Tensor | None
+) -> OneStepProblem:
+    recipe, share = cfg.recipe, cfg.share
+    s, k = len(seqs), recipe.seeds
+    g = cfg.group_size or s
+    n_groups = math.ceil(s / g)
+    rows = torch.arange(k * s)
+    seed_of_row, seq_of_row = rows // s, rows % s
+    group_of_row = seed_of_row * n_groups + seq_of_row // g  # a group's shared vector is per restart
+    per_seq = [init_vectors(lm, recipe, 2 * s, recipe.seed + i) for i in range(k)]  # (2s, d) each
+    e_rows = torch.cat([p[:s] for p in per_seq])  # (k*s, d)
+    m_rows = torch.cat([p[s:] for p in per_seq])  # (k*s, d)
+    if share is ShareMode.SHARED_E:
+        e_table, e_of_row = _group_table(e_rows, group_of_row), group_of_row
+    else:
+        e_table, e_of_row = e_rows, rows
+    if share is ShareMode.SHARED_M:
+        m_table, m_of_row = _group_table(m_rows, group_of_row), group_of_row
+    elif share is ShareMode.FROZEN_M:
+        if frozen_m is None:
+            raise ValueError("share=frozen_m needs the m vector to freeze")
+        m_table, m_of_row = frozen_m.detach().float().reshape(1, -1).to(lm.device), torch.zeros_like(rows)
+    else:
+        m_table, m_of_row = m_rows, rows
+    shared = share in (ShareMode.SHARED_E, ShareMode.SHARED_M)
+    unit_of_row = group_of_row if shared else rows
+    e_table.requires_grad_(True)
+    params = [e_table]
+    if share is not ShareMode.FROZEN_M and cfg.arrangement is not Arrangement.ONE:
+        params.append(m_table.requires_grad_(True))
+    layout = BatchLayout(cfg.arrangement, [len(seqs[i]) for i in seq_of_row.tolist()], lm.device)
+    dev = lm.device
+    return OneStepProblem(lm, layout, e_table, m_table, e_of_row.to(dev), m_of_row.to(dev),
+                          unit_of_row, params)
+
+
+def _group_table(row_vectors: torch.Tensor, group_of_row: torch.Tensor) -> torch.Tensor:
+    """One vector per group: the init of the group's first row."""
+    n = int(group_of_row.max()) + 1
+    first = torch.stack([torch.nonzero(group_of_row == u)[0, 0] for u in range(n)])
+    return row_vectors[first.to(row_vectors.device)].clone()
+
+
+def lr_lambda(recipe: Recipe) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if recipe.warmup_steps and step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        if recipe.schedule is Schedule.CONSTANT:
+            return 1.0
+        span = max(1, recipe.max_steps - recipe.warmup_steps)
+        t = min(1.0, (step - recipe.warmup_steps) / span)
+        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def optimize(
+    lm: LanguageModel,
+    seqs: list[list[int]],
+    cfg: EncodeConfig,
+    frozen_m: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+) -> list[Solution]:
+    """Train vectors that make the frozen LM emit each sequence; one Solution per sequence."""
+    if cfg.method is Method.AUTOREGRESSIVE:
+        from .baseline import mem_problem
+
+        problem: Problem = mem_problem(lm, seqs, cfg)
+    else:
+        problem = one_step_problem(lm, seqs, cfg, frozen_m)
+    return _run(lm, problem, seqs, cfg.recipe, progress)
+
+
+def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,
+         progress: ProgressFn | None) -> list[Solution]:
+    start = time.perf_counter()
+    s, n_rows = len(seqs), len(problem.unit_of_row)
+    width = max(len(q) for q in seqs)
+    targets = torch.zeros((n_rows, width), dtype=torch.long)
+    for r in range(n_rows):
+        targets[r, : len(seqs[r % s])] = torch.tensor(seqs[r % s])
+    targets = targets.to(lm.device)
+    units = problem.unit_of_row  # (R,) on cpu
+    member = torch.zeros((int(units.max()) + 1, s), dtype=torch.bool)  # (U, S): unit u trains seq q
+    member[units, torch.arange(n_rows) % s] = True
+    best = _Best(n_rows, member.shape[0], width)
+    solved = torch.zeros(s, dtype=torch.bool)
+    stop_step = torch.full((s,), recipe.max_steps)
+    opt = torch.optim.AdamW(problem.params, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+                            weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
+    for step in range(recipe.max_steps):
+        active = (member & ~solved).any(1)  # (U,): a unit trains while one of its seqs is unsolved
+        if not active.any():
+            break
+        rows = torch.nonzero(active[units])[:, 0]  # (A,)
+        logits, sub = problem.forward(rows)  # (A, Nmax, V)
+        tgt = targets[rows.to(lm.device)][:, : logits.shape[1]]  # (A, Nmax)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none")  # (A, Nmax)
+        ce = (ce * sub.mask).sum(1) / sub.mask.sum(1)  # (A,) mean over real tokens
+        with torch.no_grad():
+            pred = logits.argmax(-1)  # (A, Nmax)
+            acc = ((pred == tgt) & sub.mask).sum(1).float() / sub.mask.sum(1)  # (A,)
+            best.update(problem, rows, units[rows], acc.cpu(), ce.detach().cpu(), pred.cpu())
+            now = (member & (best.unit_acc >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
+            stop_step[now & ~solved] = step + 1
+            solved |= now
+        opt.zero_grad(set_to_none=True)
+        ce.sum().backward()  # sum: a row's gradient does not depend on the batch size
+        opt.step()
+        sched.step()
+        if progress:
+            progress(Progress(step + 1, recipe.max_steps, float(ce.mean()), best.per_seq_acc(s), int(solved.sum())))
+    return best.solutions(seqs, recipe, stop_step.tolist(), time.perf_counter() - start)
+
+
+class _Best:
+    """Best state per unit: the vectors and predictions at its highest mean accuracy."""
+
+    def __init__(self, n_rows: int, n_units: int, width: int):
+        self.unit_acc = torch.full((n_units,), -1.0)
+        self.acc = torch.full((n_rows,), -1.0)
+        self.loss = torch.full((n_rows,), math.inf)
+        self.pred = torch.zeros((n_rows, width), dtype=torch.long)
+        self.vectors: list[dict[str, torch.Tensor] | None] = [None] * n_rows
+        self.n_rows = n_rows
+
+    def update(self, problem: Problem, rows: torch.Tensor, units: torch.Tensor, acc: torch.Tensor,
+               loss: torch.Tensor, pred: torch.Tensor) -> None:
+        n = len(self.unit_acc)
+        count = torch.zeros(n).index_add_(0, units, torch.ones_like(acc))
+        score = torch.zeros(n).index_add_(0, units, acc) / count.clamp(min=1)  # (U,) mean accuracy
+        improved = (count > 0) & (score > self.unit_acc)
+        if not improved.any():
+            return
+        self.unit_acc = torch.where(improved, score, self.unit_acc)
+        idx = torch.nonzero(improved[units])[:, 0]
+        r = rows[idx]
+        self.acc[r], self.loss[r] = acc[idx], loss[idx]
+        self.pred[r, : pred.shape[1]] = pred[idx]
+        for row, vec in zip(r.tolist(), problem.vectors(r)):
+            self.vectors[row] = vec
+
+    def per_seq_acc(self, s: int) -> list[float]:
+        return self.acc.view(-1, s).max(0).values.clamp(min=0).tolist()
+
+    def solutions(self, seqs: list[list[int]], recipe: Recipe, stop_step: list[int],
+                  seconds: float) -> list[Solution]:
+        s = len(seqs)
+        out = []
+        for q, seq in enumerate(seqs):
+            rows = list(range(q, self.n_rows, s))  # this sequence under every restart
+            r = max(rows, key=lambda r: (float(self.acc[r]), -float(self.loss[r])))
+            pred = self.pred[r, : len(seq)].tolist()
+            c = sum(int(a == b) for a, b in zip(pred, seq))
+            out.append(Solution(self.vectors[r], pred, c, c / len(seq), float(self.loss[r]),
+                                int(stop_step[q]), recipe.seed + r // s, seconds))
+        return out

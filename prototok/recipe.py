@@ -1,0 +1,128 @@
+"""The knobs of proto-token optimisation: input arrangements, sharing modes and the recipe.
+
+References: Mezentsev & Oseledets 2025, "Exploring the Latent Capacity of LLMs for
+One-Step Text Generation" (Table 1 arrangements, Table 2 sharing, training details);
+Kuratov et al. 2025, "Cramming 1568 tokens into a single vector" (the [mem] baseline
+and the embedding-std initialisation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+
+
+class Arrangement(str, Enum):
+    """How the two proto-tokens e and m fill an input of length N (paper, Table 1)."""
+
+    ONE = "one"  # [e] x N: a single trainable vector repeated
+    HALVES = "halves"  # [e] x ceil(N/2), then [m] x floor(N/2)
+    PAIRS = "pairs"  # (e, m) pairs, cut to N positions
+    E_MN = "e_mN"  # e, then [m] x N; e's own prediction is unsupervised
+    E_MN1 = "e_mN-1"  # e, then [m] x (N-1): the paper's main scheme
+
+
+class ShareMode(str, Enum):
+    """Which proto-token is shared inside a group of texts (paper, Table 2)."""
+
+    NONE = "none"  # e and m per text (and per seed)
+    SHARED_M = "shared_m"  # one m per group and seed, trained jointly; e per text
+    SHARED_E = "shared_e"  # one e per group and seed, trained jointly; m per text
+    FROZEN_M = "frozen_m"  # m given (from an earlier shared run) and fixed; only e trains
+
+
+class Method(str, Enum):
+    """One forward pass from [e, m, ...] (the paper) or greedy decoding from [mem] (Kuratov)."""
+
+    ONE_STEP = "one_step"
+    AUTOREGRESSIVE = "autoregressive"
+
+
+class Init(str, Enum):
+    """Initialisation of trainable vectors."""
+
+    NORMAL = "normal"  # N(0, 1) * init_scale: the paper's text
+    EMBEDDING = "embedding"  # N(0, 1) * std(embedding matrix) * init_scale: Kuratov's repo
+
+
+class Schedule(str, Enum):
+    CONSTANT = "constant"  # the paper
+    COSINE = "cosine"  # linear warm-up, then cosine decay to lr * min_lr_ratio
+
+
+def _coerce(obj: object, **enums: type[Enum]) -> None:
+    """Let enum fields be given by value ("e_mN-1"), as the CLI and the API do."""
+    for name, enum in enums.items():
+        object.__setattr__(obj, name, enum(getattr(obj, name)))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation recipe. Defaults are the paper's training details."""
+
+    lr: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.9  # the paper's (0.9, 0.9), not Adam's usual 0.999
+    weight_decay: float = 0.01
+    max_steps: int = 5000
+    init: Init = Init.NORMAL
+    init_scale: float = 1.0  # multiplies the init std
+    schedule: Schedule = Schedule.CONSTANT
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
+    seeds: int = 1  # random restarts, run side by side in one batch; the best is kept
+    seed: int = 0  # base seed; restart k uses seed + k
+    stop_accuracy: float = 1.0  # a text stops training once a restart reaches this
+
+    def __post_init__(self) -> None:
+        _coerce(self, init=Init, schedule=Schedule)
+        if self.max_steps < 1 or self.seeds < 1 or self.lr <= 0:
+            raise ValueError("max_steps and seeds must be >= 1 and lr > 0")
+
+    def with_(self, **changes: object) -> "Recipe":
+        """A copy with the given fields changed; None means keep."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(self).items()}
+
+
+# The paper's recipe, verbatim.
+PAPER = Recipe()
+
+# Measured on SmolLM2-135M on CPU (bench/results/recipe.md): Kuratov's embedding-scale
+# init with a higher, decaying learning rate and four restarts in one batch.
+TUNED = Recipe(
+    lr=0.05,
+    init=Init.EMBEDDING,
+    schedule=Schedule.COSINE,
+    warmup_steps=10,
+    max_steps=1000,
+    seeds=4,
+)
+
+RECIPES: dict[str, Recipe] = {"paper": PAPER, "tuned": TUNED}
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Everything that decides how texts become proto-tokens."""
+
+    recipe: Recipe = field(default_factory=lambda: TUNED)
+    method: Method = Method.ONE_STEP
+    arrangement: Arrangement = Arrangement.E_MN1
+    share: ShareMode = ShareMode.NONE
+    group_size: int = 0  # texts per sharing group; 0 = the whole batch
+    chunk_tokens: int = 64  # longer texts are split into chunks of at most this many tokens
+    mem_tokens: int = 1  # number of [mem] vectors for the autoregressive baseline
+    max_batch_rows: int = 256  # sequences x restarts optimised in one batch
+
+    def __post_init__(self) -> None:
+        _coerce(self, method=Method, arrangement=Arrangement, share=ShareMode)
+        if self.chunk_tokens < 1 or self.mem_tokens < 1 or self.group_size < 0:
+            raise ValueError("chunk_tokens and mem_tokens must be >= 1, group_size >= 0")
+
+    def with_(self, **changes: object) -> "EncodeConfig":
+        """A copy with the given fields changed; None means keep."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+

@@ -1,0 +1,41 @@
+"""All configuration, read once from the environment (prefix PROTOTOK_).
+
+One class serves the CLI, the API and the worker, so a value means the same thing
+everywhere. Tests override it by constructing Settings(...) or setting env vars.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROTOTOK_", env_file=None, extra="ignore")
+
+    # core
+    model: str = DEFAULT_MODEL  # the model a worker serves and the CLI uses by default
+    device: str = "auto"  # "auto" = cuda when present, else cpu
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "prototok")
+    offline: bool = True  # never reach a model hub; only local files and the embedded model
+    recipe: str = "tuned"  # "tuned" or "paper" (prototok.recipe.RECIPES)
+
+    # service
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "prototok"
+    max_text_chars: int = 20_000  # longer texts are refused with 413
+    max_batch_texts: int = 64  # texts in one POST /v1/encode
+    max_steps_limit: int = 5000  # a job may not ask for more optimisation steps than this
+    job_timeout_s: int = 3600  # RQ kills a job that runs longer
+    job_result_ttl_s: int = 7 * 24 * 3600  # job records; stored encodings never expire
+    progress_every: int = 10  # steps between progress reports to Redis
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
