@@ -212,7 +212,7 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
         opt.step()
         sched.step()
         if progress:
-            progress(Progress(step + 1, recipe.max_steps, float(ce.mean()), best.per_seq_acc(s), int(solved.sum())))
+            progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s), int(solved.sum())))
     return best.solutions(seqs, recipe, stop_step.tolist(), time.perf_counter() - start)
 
 

@@ -1,0 +1,62 @@
+"""The CLI contract used by outside checks: flags, JSON keys, exit codes, no tracebacks."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from prototok.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_encode_then_decode_prints_the_exact_text(tmp_path):
+    out = tmp_path / "e.safetensors"
+    text = "Exactly this, with  two spaces."
+    res = run("encode", text, "--out", str(out), "--model", "tiny-llama", "--max-steps", "5", "--seeds", "2", "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    for key in ("accuracy", "c_tokens", "n_tokens", "h_lm", "steps", "seconds", "corrections"):
+        assert key in summary
+    assert summary["c_tokens"] + summary["corrections"] == summary["n_tokens"]
+    res = run("decode", str(out))
+    assert res.exit_code == 0 and res.stdout == text
+    res = run("decode", str(out), "--json")
+    assert json.loads(res.stdout)["text"] == text and "decode_seconds" in json.loads(res.stdout)
+
+
+def test_encode_from_file(tmp_path):
+    src, out = tmp_path / "t.txt", tmp_path / "e.safetensors"
+    src.write_text("from a file\n", encoding="utf-8")
+    assert run("encode", "--file", str(src), "--out", str(out), "--model", "tiny-llama", "--max-steps", "2").exit_code == 0
+    assert run("decode", str(out)).stdout == "from a file\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("encode", "", "--out", "{tmp}/x.safetensors", "--model", "tiny-llama"),
+        ("encode", "--file", "{tmp}/absent.txt", "--out", "{tmp}/x.safetensors"),
+        ("encode", "hi", "--out", "{tmp}/x.safetensors", "--model", "{tmp}/no-such-model"),
+        ("encode", "hi", "--out", "{tmp}/x.safetensors", "--model", "tiny-llama", "--recipe", "nope"),
+        ("decode", "{tmp}/absent.safetensors"),
+        ("decode", "{tmp}/corrupt.safetensors"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args):
+    (tmp_path / "corrupt.safetensors").write_bytes(b"not a file format")
+    res = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert res.exit_code == 2
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
+    assert "Traceback" not in res.output
+
+
+def test_wrong_model_for_a_file_exits_2(tmp_path):
+    out = tmp_path / "e.safetensors"
+    run("encode", "hi", "--out", str(out), "--model", "tiny-llama", "--max-steps", "1")
+    res = run("decode", str(out), "--model", "tiny-gpt-neox")
+    assert res.exit_code == 2 and "refusing" in res.stderr

@@ -1,0 +1,28 @@
+import pytest
+
+from prototok import load_model
+from prototok.errors import UnknownModel
+from prototok.models import byte_tokenizer
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt-neox"])
+def test_tiny_models_are_frozen_and_cached(name):
+    lm = load_model(name)
+    assert lm is load_model(name)
+    assert not lm.model.training
+    assert not any(p.requires_grad for p in lm.model.parameters())
+    assert lm.hidden_size == 32 and lm.embedding_std > 0
+
+
+def test_byte_tokenizer_round_trips_anything():
+    tok = byte_tokenizer()
+    for text in ["plain", "  spaces  ", "ünïcödé ✓ 漢字", "\n\ttabs"]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids, clean_up_tokenization_spaces=False) == text
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(UnknownModel):
+        load_model(str(tmp_path / "no-such-model"))
+    with pytest.raises(UnknownModel):
+        load_model(str(tmp_path / "missing.gguf"))

@@ -1,0 +1,93 @@
+import math
+
+import pytest
+import torch
+
+from prototok import Arrangement, EncodeConfig, Method, ShareMode, optimize
+from prototok.optimize import init_vectors, lr_lambda
+from prototok.recipe import PAPER, TUNED, Init
+
+SEQS = [[10, 20, 30], [40, 50, 60, 70, 80], [90], [5, 6]]
+
+
+@pytest.mark.parametrize("arr", list(Arrangement))
+@pytest.mark.parametrize("share", list(ShareMode))
+def test_every_arrangement_and_sharing_mode_runs(tiny, quick_cfg, arr, share):
+    frozen = torch.randn(tiny.hidden_size) * 0.02 if share is ShareMode.FROZEN_M else None
+    cfg = quick_cfg.with_(arrangement=arr, share=share, group_size=2)
+    sols = optimize(tiny, SEQS, cfg, frozen_m=frozen)
+    assert len(sols) == len(SEQS)
+    for sol, seq in zip(sols, SEQS):
+        assert 0.0 <= sol.accuracy <= 1.0 and 0 <= sol.c_tokens <= len(seq)
+        assert sol.c_tokens == sum(int(a == b) for a, b in zip(sol.predicted, seq))
+        assert sol.vectors["e"].shape == (tiny.hidden_size,)
+        assert 1 <= sol.steps <= cfg.recipe.max_steps
+
+
+def test_shared_m_is_one_vector_per_group(tiny):
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=3, seeds=1, stop_accuracy=2.0),
+                       share=ShareMode.SHARED_M, group_size=2)
+    sols = optimize(tiny, SEQS, cfg)
+    m = [s.vectors["m"] for s in sols]
+    assert torch.equal(m[0], m[1]) and torch.equal(m[2], m[3])
+    assert not torch.equal(m[0], m[2])
+    assert not torch.equal(sols[0].vectors["e"], sols[1].vectors["e"])
+
+
+def test_shared_e_is_one_vector_per_group(tiny):
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=3, seeds=1, stop_accuracy=2.0),
+                       share=ShareMode.SHARED_E, group_size=0)
+    sols = optimize(tiny, SEQS, cfg)
+    assert all(torch.equal(s.vectors["e"], sols[0].vectors["e"]) for s in sols)
+
+
+def test_frozen_m_stays_frozen(tiny):
+    m = torch.randn(tiny.hidden_size) * 0.05
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=4, seeds=2), share=ShareMode.FROZEN_M)
+    sols = optimize(tiny, SEQS, cfg, frozen_m=m)
+    assert all(torch.equal(s.vectors["m"], m) for s in sols)
+    with pytest.raises(ValueError):
+        optimize(tiny, SEQS, cfg)
+
+
+def test_restart_seeds_and_determinism(tiny):
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=5, seeds=3, seed=7))
+    a, b = optimize(tiny, SEQS, cfg), optimize(tiny, SEQS, cfg)
+    assert [s.seed for s in a] == [s.seed for s in b]
+    assert all(7 <= s.seed < 10 for s in a)
+    assert all(torch.equal(x.vectors["e"], y.vectors["e"]) for x, y in zip(a, b))
+
+
+def test_one_token_text_converges_and_stops_early(tiny):
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=200, seeds=4, lr=0.1))
+    [sol] = optimize(tiny, [[42]], cfg)
+    assert sol.accuracy == 1.0 and sol.steps < 200
+
+
+def test_progress_reports_every_step(tiny):
+    seen = []
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=4, seeds=1, stop_accuracy=2.0))
+    optimize(tiny, SEQS[:2], cfg, progress=seen.append)
+    assert [p.step for p in seen] == [1, 2, 3, 4]
+    assert all(len(p.accuracy) == 2 and all(0 <= a <= 1 for a in p.accuracy) for p in seen)
+    assert all(math.isfinite(p.loss) for p in seen)
+
+
+def test_autoregressive_baseline_runs(tiny):
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=4), method=Method.AUTOREGRESSIVE, mem_tokens=2)
+    sols = optimize(tiny, SEQS, cfg)
+    assert all(s.vectors["mem"].shape == (2, tiny.hidden_size) for s in sols)
+
+
+def test_inits_follow_the_recipe(tiny):
+    paper = init_vectors(tiny, PAPER, 4000, 0)
+    kuratov = init_vectors(tiny, PAPER.with_(init=Init.EMBEDDING), 4000, 0)
+    assert abs(paper.std().item() - 1.0) < 0.05
+    assert abs(kuratov.std().item() - tiny.embedding_std) < 0.05 * tiny.embedding_std
+    assert torch.equal(init_vectors(tiny, PAPER, 3, 5), init_vectors(tiny, PAPER, 3, 5))
+
+
+def test_cosine_schedule_warms_up_and_decays():
+    f = lr_lambda(TUNED.with_(max_steps=100, warmup_steps=10, min_lr_ratio=0.1))
+    assert f(0) == pytest.approx(0.1) and f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
+    assert lr_lambda(PAPER)(4000) == 1.0
