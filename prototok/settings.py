@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     job_timeout_s: int = 3600  # RQ kills a job that runs longer
     job_result_ttl_s: int = 7 * 24 * 3600  # job records; stored encodings never expire
     progress_every: int = 10  # steps between progress reports to Redis
+    heartbeat_ttl_s: int = 30  # a worker silent this long is dead: its models unlisted, its running job failed
+    job_retries: int = 0  # re-runs of a job whose worker died or that raised; 0 = it ends failed with the reason
+    api_preload: bool = True  # the API loads PROTOTOK_MODEL at start-up so the first decode is not a model load
+    api_decode_models: list[str] = Field(default_factory=list)  # extra models the API may load to decode
 
 
 @lru_cache(maxsize=1)

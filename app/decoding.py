@@ -1,0 +1,56 @@
+"""Decoding in the API process: which models it may load, and timing.
+
+One forward pass over a few dozen positions costs milliseconds on a CPU, far less than a
+round trip through a queue, and a SimpleWorker busy with a long encode could not answer a
+decode for minutes. So the API loads each decoding model once (`prototok.load_model`
+caches it per process) and runs the pass in FastAPI's thread pool. It only loads models
+it has reason to: the configured one, the built-in ones, those some worker serves, and
+PROTOTOK_API_DECODE_MODELS; not any path a client names.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from redis import Redis
+
+from prototok import LanguageModel, load_model
+from prototok.errors import UnknownModel
+from prototok.models import canonical_name, known_models
+from prototok.settings import Settings
+
+from .queues import served_models
+
+log = logging.getLogger("prototok.api")
+
+
+def allowed_models(settings: Settings, conn: Redis) -> set[str]:
+    names = {settings.model, *known_models(), *settings.api_decode_models, *served_models(conn)}
+    return {canonical_name(n) for n in names}
+
+
+def decoding_model(name: str | None, settings: Settings, conn: Redis) -> LanguageModel:
+    """The model a client asked to decode with, loaded once per process."""
+    model = canonical_name(name or settings.model)
+    if model not in allowed_models(settings, conn):
+        raise UnknownModel(f"unknown model '{model}'; this service decodes with: "
+                           f"{', '.join(sorted(allowed_models(settings, conn)))}")
+    return load_model(model)
+
+
+def preload(settings: Settings) -> threading.Thread | None:
+    """Load the default model in the background so the first decode does not pay for it."""
+    if not settings.api_preload:
+        return None
+
+    def run() -> None:
+        try:
+            lm = load_model(settings.model)
+            log.info("decode model %s loaded on %s", lm.name, lm.device)
+        except Exception:
+            log.exception("could not preload model %s", settings.model)
+
+    thread = threading.Thread(target=run, name="preload-model", daemon=True)
+    thread.start()
+    return thread

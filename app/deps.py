@@ -1,0 +1,51 @@
+"""What routes get through `Depends`: settings, the Redis connection, the store, queues.
+
+Tests and deployments change behaviour through PROTOTOK_* variables or
+`app.dependency_overrides[settings_dep]`; nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends
+from redis import Redis
+from rq import Queue
+
+from prototok.settings import Settings, get_settings
+
+from .queues import queue_name
+from .store import EncodingStore
+
+
+def settings_dep() -> Settings:
+    return get_settings()
+
+
+@lru_cache(maxsize=8)
+def redis_for(url: str) -> Redis:
+    """One pooled client per URL and process; short timeouts so /readyz answers when Redis is down."""
+    return Redis.from_url(url, socket_connect_timeout=3, socket_timeout=15, health_check_interval=30)
+
+
+def redis_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Redis:
+    return redis_for(settings.redis_url)
+
+
+def store_dep(conn: Annotated[Redis, Depends(redis_dep)]) -> EncodingStore:
+    return EncodingStore(conn)
+
+
+def queues_dep(conn: Annotated[Redis, Depends(redis_dep)],
+               settings: Annotated[Settings, Depends(settings_dep)]) -> Callable[[str], Queue]:
+    """model name -> that model's queue (the model comes from the body, so a factory)."""
+    return lambda model: Queue(queue_name(settings, model), connection=conn,
+                               default_timeout=settings.job_timeout_s)
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+RedisDep = Annotated[Redis, Depends(redis_dep)]
+StoreDep = Annotated[EncodingStore, Depends(store_dep)]
+QueuesDep = Annotated[Callable[[str], Queue], Depends(queues_dep)]

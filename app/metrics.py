@@ -1,0 +1,83 @@
+"""Prometheus metrics that hold across processes and hosts.
+
+- jobs by state and model: read from RQ's queues and registries at scrape time;
+- encode seconds: a histogram that workers on any host add to in a Redis hash
+  (`record_encode`), so one scrape of the API sees the whole pool;
+- decode latency: measured where decoding runs, in this API process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from redis import Redis
+from rq import Queue
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from prototok.settings import Settings
+
+from .queues import live_workers
+
+ENCODE_KEY = "prototok:metrics:encode_seconds"
+ENCODE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+DECODE_SECONDS = Histogram(
+    "prototok_decode_seconds", "One-pass decode latency in the API process (forward pass only)",
+    ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=None,
+)
+
+
+def record_encode(conn: Redis, seconds: float) -> None:
+    """Add one finished encode job to the shared histogram (cumulative buckets, as Prometheus wants)."""
+    with conn.pipeline() as pipe:
+        for le in ENCODE_BUCKETS:
+            if seconds <= le:
+                pipe.hincrby(ENCODE_KEY, f"le:{le}", 1)
+        pipe.hincrby(ENCODE_KEY, "count", 1)
+        pipe.hincrbyfloat(ENCODE_KEY, "sum", seconds)
+        pipe.execute()
+
+
+class ServiceCollector:
+    """Reads the pool's state from Redis at each scrape."""
+
+    def __init__(self, conn: Redis, settings: Settings):
+        self.conn, self.settings = conn, settings
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._jobs()
+        workers = GaugeMetricFamily("prototok_workers", "Live workers by model", labels=["model"])
+        models = [m for m, _ in live_workers(self.conn)]
+        for model in sorted(set(models)):
+            workers.add_metric([model], models.count(model))
+        yield workers
+        yield self._encode_seconds()
+
+    def _jobs(self) -> GaugeMetricFamily:
+        jobs = GaugeMetricFamily("prototok_jobs", "Jobs by state and model", labels=["state", "model"])
+        prefix = self.settings.queue_name + ":"
+        for q in Queue.all(connection=self.conn):
+            if not q.name.startswith(prefix):
+                continue
+            model = q.name[len(prefix):]
+            StartedJobRegistry(queue=q).cleanup()  # fail jobs whose worker died before counting them
+            for state, n in (("queued", q.count), ("running", StartedJobRegistry(queue=q).count),
+                             ("finished", FinishedJobRegistry(queue=q).count),
+                             ("failed", FailedJobRegistry(queue=q).count)):
+                jobs.add_metric([state, model], n)
+        return jobs
+
+    def _encode_seconds(self) -> HistogramMetricFamily:
+        raw = {k.decode(): v for k, v in self.conn.hgetall(ENCODE_KEY).items()}
+        count = int(raw.get("count", 0))
+        buckets = [(str(float(le)), int(raw.get(f"le:{le}", 0))) for le in ENCODE_BUCKETS] + [("+Inf", count)]
+        return HistogramMetricFamily("prototok_encode_seconds", "Wall time of finished encode jobs (all workers)",
+                                     buckets=buckets, sum_value=float(raw.get("sum", 0.0)))
+
+
+def render(conn: Redis, settings: Settings) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(DECODE_SECONDS)
+    registry.register(ServiceCollector(conn, settings))
+    return generate_latest(registry)

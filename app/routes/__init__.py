@@ -1,0 +1,1 @@
+"""One router per resource: encode, jobs, embeddings, decode, health."""

@@ -1,0 +1,101 @@
+"""POST /v1/decode: text from vectors the client holds, as JSON or as a .safetensors upload.
+
+JSON vectors carry no corrections, so the answer is what the vectors alone rebuild. An
+uploaded prototok `.safetensors` (as `GET /v1/embeddings/{id}` with
+`Accept: application/octet-stream` or the CLI writes it) carries its corrections and the
+text's token checksum, so it decodes exactly or fails with `decode_mismatch`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from redis import Redis
+from starlette.datastructures import UploadFile
+
+from prototok import Encoding, decode, decode_vectors
+from prototok.errors import BadVectors, InvalidInput
+from prototok.settings import Settings
+
+from ..decoding import decoding_model
+from ..deps import RedisDep, SettingsDep
+from ..errors import ServiceError
+from ..metrics import DECODE_SECONDS
+from ..schemas import Decoded, DecodeRequest, ErrorBody
+
+router = APIRouter(prefix="/v1", tags=["decode"])
+
+MAX_UPLOAD_BYTES = 64 * 2**20
+_JSON_SCHEMA = DecodeRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+_JSON_SCHEMA.pop("$defs", None)  # Arrangement is in the components already (EncodeOptions uses it)
+BODY_DOC = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _JSON_SCHEMA},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "a prototok .safetensors encoding"}}}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+}}}
+
+
+class UploadTooLarge(ServiceError):
+    code, status = "payload_too_large", 413
+
+
+def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> Decoded:
+    lm = decoding_model(req.model, settings, conn)
+    try:
+        e, m = torch.tensor(req.e, dtype=torch.float32), torch.tensor(req.m, dtype=torch.float32)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise BadVectors(f"e and m must be rectangular arrays of numbers: {exc}") from exc
+    start = time.perf_counter()
+    text = decode_vectors(lm, e, m, req.lengths(), req.arrangement)
+    seconds = time.perf_counter() - start
+    DECODE_SECONDS.labels("vectors").observe(seconds)
+    return Decoded(text=text, model=lm.name, length=sum(req.lengths()), decode_ms=round(seconds * 1000, 3))
+
+
+def from_file(blob: bytes, settings: Settings, conn: Redis) -> Decoded:
+    enc = Encoding.from_bytes(blob)
+    lm = decoding_model(enc.model, settings, conn)
+    [out] = decode(lm, [enc])
+    DECODE_SECONDS.labels("upload").observe(out.seconds)
+    return Decoded(text=out.text, model=lm.name, length=len(out.ids), decode_ms=round(out.seconds * 1000, 3),
+                   accuracy=out.accuracy)
+
+
+async def uploaded_bytes(request: Request) -> bytes:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_part_size=MAX_UPLOAD_BYTES)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("multipart upload needs the .safetensors file in a field named 'file'")
+        blob = await upload.read()
+    else:
+        blob = await request.body()
+    if len(blob) > MAX_UPLOAD_BYTES:
+        raise UploadTooLarge(f"upload of {len(blob)} bytes; the limit is {MAX_UPLOAD_BYTES}")
+    return blob
+
+
+def parse_json(raw: bytes) -> DecodeRequest:
+    try:
+        return DecodeRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+        raise RequestValidationError(errors) from None
+
+
+@router.post("/decode", response_model=Decoded, openapi_extra=BODY_DOC,
+             responses={s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422)},
+             summary="Decode client-supplied vectors or an uploaded .safetensors encoding")
+async def decode_route(request: Request, settings: SettingsDep, conn: RedisDep) -> Decoded:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith(("multipart/form-data", "application/octet-stream")):
+        blob = await uploaded_bytes(request)
+        return await run_in_threadpool(from_file, blob, settings, conn)
+    req = parse_json(await request.body())
+    return await run_in_threadpool(from_vectors, req, settings, conn)

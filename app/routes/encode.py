@@ -1,0 +1,63 @@
+"""POST /v1/encode: validate, pick the model's queue, enqueue one job for all the texts."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response
+from rq import Retry
+
+from prototok.errors import InvalidInput, TextTooLong, UnknownModel
+from prototok.models import canonical_name, known_models
+from prototok.settings import Settings
+
+from ..deps import QueuesDep, RedisDep, SettingsDep
+from ..errors import ModelNotServed, TooManyTexts
+from ..queues import ENCODE_JOB, config_to_dict, served_models
+from ..schemas import EncodeRequest, ErrorBody, JobAccepted
+
+router = APIRouter(prefix="/v1", tags=["encode"])
+
+ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422)}
+
+
+def check_texts(texts: list[str], settings: Settings) -> None:
+    if len(texts) > settings.max_batch_texts:
+        raise TooManyTexts(f"{len(texts)} texts in one request; the limit is {settings.max_batch_texts}")
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise TextTooLong(f"text {i} has {len(text)} characters; the limit is {settings.max_text_chars}")
+
+
+def check_served(model: str, served: set[str]) -> None:
+    """Refuse a job no worker would ever take; tell an unknown name from a known but idle one."""
+    if model in served:
+        return
+    if model in known_models() or "/" in model:  # built in, a hub name or a path: real, just not served
+        serving = ", ".join(sorted(served)) or "none (no worker is running)"
+        raise ModelNotServed(f"no worker serves model '{model}'; models served now: {serving}")
+    raise UnknownModel(f"unknown model '{model}'; built in: {', '.join(known_models())}")
+
+
+@router.post("/encode", status_code=202, response_model=JobAccepted, responses=ERRORS,
+             summary="Queue texts for compression into proto-tokens")
+def encode(body: EncodeRequest, response: Response, settings: SettingsDep, conn: RedisDep,
+           queues: QueuesDep) -> JobAccepted:
+    """Answers at once with a job id; poll `GET /v1/jobs/{job_id}` (the `Location` header) for progress."""
+    texts = body.all_texts()
+    check_texts(texts, settings)
+    model = canonical_name(body.model or settings.model)
+    check_served(model, served_models(conn))
+    try:
+        cfg = body.options.to_config(settings)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid options: {exc}") from exc
+    job = queues(model).enqueue(
+        ENCODE_JOB, texts, model, config_to_dict(cfg), job_id=uuid.uuid4().hex,
+        job_timeout=settings.job_timeout_s, result_ttl=settings.job_result_ttl_s,
+        failure_ttl=settings.job_result_ttl_s, description=f"encode {len(texts)} text(s) with {model}",
+        meta={"model": model, "progress": {"step": 0, "max_steps": cfg.recipe.max_steps}},
+        retry=Retry(max=settings.job_retries) if settings.job_retries > 0 else None,
+    )
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobAccepted(job_id=job.id, model=model, texts=len(texts), config=config_to_dict(cfg))

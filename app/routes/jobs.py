@@ -1,0 +1,71 @@
+"""GET /v1/jobs/{job_id}: state, progress, result ids or the reason it failed.
+
+A job whose worker died stays 'started' in RQ until its execution heartbeat expires;
+`StartedJobRegistry.cleanup()` then moves it to failed (AbandonedJobError). We run that
+cleanup before answering about a running job, so a dead worker's job turns `failed`
+within PROTOTOK_HEARTBEAT_TTL_S even when no other worker is alive to do it.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.results import Result
+
+from ..deps import RedisDep
+from ..errors import JobNotFound
+from ..schemas import ErrorBody, JobView, Progress
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+STATES = {
+    JobStatus.QUEUED: "queued", JobStatus.DEFERRED: "queued", JobStatus.SCHEDULED: "queued",
+    JobStatus.STARTED: "running", JobStatus.FINISHED: "finished",
+    JobStatus.FAILED: "failed", JobStatus.STOPPED: "failed", JobStatus.CANCELED: "failed",
+}
+
+
+def fetch(job_id: str, conn) -> Job:
+    try:
+        job = Job.fetch(job_id, connection=conn)
+    except NoSuchJobError:
+        raise JobNotFound(f"no job with id '{job_id}' (unknown, or its record expired)") from None
+    if job.get_status(refresh=False) == JobStatus.STARTED:
+        StartedJobRegistry(job.origin, connection=conn).cleanup()
+        job.refresh()
+    return job
+
+
+def failure(job: Job, step: int) -> tuple[str, str]:
+    """(code, message) of a failed job, from what the job said or from how RQ ended it."""
+    told = job.meta.get("error")
+    if told:
+        return told["code"], told["message"]
+    result = job.latest_result()
+    text = (result.exc_string or "") if result and result.type == Result.Type.FAILED else ""
+    if "AbandonedJobError" in text:
+        return "worker_died", (f"the worker running this job stopped (killed or crashed) at step {step}; "
+                               "submit the texts again")
+    if "JobTimeoutException" in text:
+        return "job_timeout", f"the job ran past its time limit of {job.timeout} s"
+    if job.get_status(refresh=False) in (JobStatus.STOPPED, JobStatus.CANCELED):
+        return "job_canceled", "the job was stopped or canceled"
+    last = [line for line in text.strip().splitlines() if line.strip()]
+    return "encode_failed", last[-1] if last else "the job failed without a message"
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, responses={404: {"model": ErrorBody}},
+            summary="State and progress of an encode job")
+def get_job(job_id: str, conn: RedisDep) -> JobView:
+    job = fetch(job_id, conn)
+    status = STATES.get(job.get_status(refresh=False), "queued")
+    progress = Progress(**job.meta.get("progress", {"max_steps": 0}))
+    view = JobView(job_id=job.id, status=status, model=job.meta.get("model"), progress=progress,
+                   enqueued_at=job.enqueued_at, started_at=job.started_at, ended_at=job.ended_at)
+    if status == "finished":
+        view.embedding_ids = job.meta.get("embedding_ids") or job.return_value()
+    elif status == "failed":
+        view.error_code, view.error = failure(job, progress.step)
+    return view

@@ -1,0 +1,184 @@
+"""Request and response bodies: one declaration gives validation, the OpenAPI docs and examples.
+
+Limits that operators configure (text length, batch size, step cap) live in Settings and are
+checked in the routes, since a pydantic constraint is fixed when the class is defined.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+
+from prototok.recipe import RECIPES, Arrangement, EncodeConfig, Method
+from prototok.settings import Settings
+
+EXAMPLE_TEXT = "The quick brown fox jumps over the lazy dog."
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Text = Annotated[str, StringConstraints(min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncodeOptions(Strict):
+    """Optimisation knobs; anything left out takes the server's recipe (PROTOTOK_RECIPE)."""
+
+    max_steps: int | None = Field(None, ge=1, description="step budget; capped at PROTOTOK_MAX_STEPS_LIMIT",
+                                  examples=[200])
+    seeds: int | None = Field(None, ge=1, le=64, description="random restarts run side by side; the best is kept")
+    seed: int | None = Field(None, ge=0, description="base seed; restart k uses seed + k")
+    lr: FiniteFloat | None = Field(None, gt=0, le=10, description="AdamW learning rate")
+    recipe: Literal["tuned", "paper"] | None = Field(None, description="base recipe the other options change")
+    arrangement: Arrangement | None = Field(None, description="input layout of e and m (paper, Table 1)")
+    method: Method | None = Field(None, description="one_step (the paper) or autoregressive ([mem] baseline)")
+    share: Literal["none", "shared_m", "shared_e"] | None = Field(
+        None, description="for a batch: one m (or e) shared by the texts of a group (paper, Table 2)")
+    group_size: int | None = Field(None, ge=0, description="texts per sharing group; 0 = the whole batch")
+    chunk_tokens: int | None = Field(None, ge=1, le=4096, description="longer texts are split into chunks")
+
+    def to_config(self, settings: Settings) -> EncodeConfig:
+        """The exact config a worker will run, with the step budget capped."""
+        base = RECIPES[self.recipe or settings.recipe]
+        steps = min(self.max_steps or base.max_steps, settings.max_steps_limit)
+        recipe = base.with_(max_steps=steps, seeds=self.seeds, seed=self.seed, lr=self.lr)
+        return EncodeConfig(recipe=recipe).with_(
+            arrangement=self.arrangement, method=self.method, share=self.share, group_size=self.group_size,
+            chunk_tokens=self.chunk_tokens)
+
+
+class EncodeRequest(Strict):
+    """One text, or a batch of texts optimised together in one job."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": EXAMPLE_TEXT, "options": {"max_steps": 200}},
+        {"texts": ["first text", "second text"], "model": "smollm2-135m-instruct", "options": {"seeds": 2}},
+    ]})
+
+    text: Text | None = Field(None, description="the text to compress")
+    texts: list[Text] | None = Field(None, min_length=1, description="several texts, one job")
+    model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        None, description="model to encode with; default PROTOTOK_MODEL")
+    options: EncodeOptions = Field(default_factory=EncodeOptions)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EncodeRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' or 'texts'")
+        return self
+
+    def all_texts(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: Literal["queued"] = "queued"
+    model: str
+    texts: int
+    config: dict = Field(description="the encode config the worker will run (after defaults and caps)")
+
+
+class Progress(BaseModel):
+    step: int = Field(0, description="optimisation steps done (of the current batch of chunks)")
+    max_steps: int
+    accuracy: float = Field(0.0, description="mean best token accuracy so far, vectors alone")
+    loss: float | None = None
+    done: int = Field(0, description="chunks already reconstructed exactly")
+
+
+class JobView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"job_id": "5f0c...", "status": "running", "model": "smollm2-135m-instruct",
+         "progress": {"step": 40, "max_steps": 200, "accuracy": 0.8, "loss": 0.9, "done": 0}},
+        {"job_id": "5f0c...", "status": "finished", "model": "smollm2-135m-instruct",
+         "progress": {"step": 57, "max_steps": 200, "accuracy": 1.0, "done": 1},
+         "embedding_ids": ["9b2d4c0e6f7a4d8e9a1b2c3d4e5f6a7b"]},
+        {"job_id": "5f0c...", "status": "failed", "model": "smollm2-135m-instruct",
+         "progress": {"step": 12, "max_steps": 200, "accuracy": 0.4},
+         "error": "the worker running this job stopped (killed or crashed) at step 12", "error_code": "worker_died"},
+    ]})
+
+    job_id: str
+    status: Literal["queued", "running", "finished", "failed"]
+    model: str | None = None
+    progress: Progress
+    embedding_ids: list[str] | None = None
+    error: str | None = Field(None, description="why it failed, for people")
+    error_code: str | None = Field(None, description="why it failed, stable: invalid_input, worker_died, job_timeout, ...")
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class EmbeddingView(BaseModel):
+    id: str
+    model: str
+    method: str
+    arrangement: str
+    length: int = Field(description="tokens in the text")
+    lengths: list[int] = Field(description="tokens per chunk; one (e, m) pair per chunk")
+    hidden_size: int
+    accuracy: float = Field(description="token accuracy of the vectors alone, before corrections")
+    c_tokens: int = Field(description="tokens the vectors reconstruct alone")
+    h_lm: float = Field(description="information content of the text under the model, nats")
+    corrections: int = Field(description="(position, token) fixes stored beside the vectors")
+    steps: int
+    seconds: float = Field(description="optimisation wall time")
+    created: float
+    sha256: str = Field(description="checksum of the stored .safetensors bytes")
+    vectors: dict[str, list] = Field(description="e and m as (chunks, hidden_size) lists; mem for autoregressive")
+
+
+class TextView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"text": EXAMPLE_TEXT, "accuracy": 1.0, "decode_ms": 21.4, "model": "smollm2-135m-instruct", "length": 10}]})
+
+    text: str
+    accuracy: float = Field(description="token accuracy of the vectors alone; the text is exact either way")
+    decode_ms: float = Field(description="time of the one forward pass")
+    model: str
+    length: int
+
+
+def _as_rows(value: object) -> object:
+    """Accept one vector (d,) as well as rows (K, d): wrap a flat list of numbers."""
+    if isinstance(value, list) and value and not isinstance(value[0], list):
+        return [value]
+    return value
+
+
+Vectors = Annotated[list[Annotated[list[FiniteFloat], Field(min_length=1)]], Field(min_length=1),
+                    BeforeValidator(_as_rows)]
+
+
+class DecodeRequest(Strict):
+    """Vectors from the client. No stored corrections here: the text is what the vectors alone give."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "tiny-llama", "e": [0.1] * 32, "m": [0.2] * 32, "length": 5}]})
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    e: Vectors = Field(description="(chunks, hidden_size); a single (hidden_size,) list is one chunk")
+    m: Vectors = Field(description="same shape as e")
+    length: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] = Field(
+        description="tokens to rebuild; one per chunk")
+    arrangement: Arrangement = Arrangement.E_MN1
+
+    def lengths(self) -> list[int]:
+        return [self.length] if isinstance(self.length, int) else list(self.length)
+
+
+class Decoded(BaseModel):
+    text: str
+    model: str
+    length: int
+    decode_ms: float
+    accuracy: float | None = Field(None, description="only for an uploaded encoding, which carries its target")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["text_too_long"])
+    message: str = Field(examples=["text has 25000 characters; the limit is 20000"])

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The README's first command: set up, start the whole service locally on the embedded
+# SmolLM2 (Redis if none runs, one worker, the API), walk a real text through encode,
+# job polling and decode (scripts/demo.py), then stop everything this script started.
+# Extra arguments go to demo.py (--text "...", --max-steps N).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+. .venv/bin/activate
+
+LOGS=${PROTOTOK_DEMO_LOGS:-/tmp/prototok-demo}
+mkdir -p "$LOGS"
+export PROTOTOK_REDIS_URL=${PROTOTOK_REDIS_URL:-redis://127.0.0.1:6379/0}
+PIDS=()
+STARTED_REDIS=0
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$STARTED_REDIS" = 1 ]; then redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/redis-demo.log
+  STARTED_REDIS=1
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "demo: started redis on 127.0.0.1:6379"
+else
+  echo "demo: using the redis already on 127.0.0.1:6379"
+fi
+
+PORT=${PROTOTOK_DEMO_PORT:-$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
+python -m worker >"$LOGS/worker.log" 2>&1 &
+PIDS+=($!)
+uvicorn app.main:app --host 127.0.0.1 --port "$PORT" >"$LOGS/api.log" 2>&1 &
+PIDS+=($!)
+echo "demo: worker (pid ${PIDS[0]}) and API (pid ${PIDS[1]}, port $PORT) starting; logs in $LOGS"
+echo "demo: waiting for /readyz (the first load of the embedded model builds its cache: about a minute)"
+for i in $(seq 900); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "demo: a process died"; tail -20 "$LOGS"/*.log; exit 1; }; done
+  [ "$i" = 900 ] && { echo "demo: not ready after 900 s"; tail -20 "$LOGS"/*.log; exit 1; }
+  sleep 1
+done
+python scripts/demo.py --url "http://127.0.0.1:$PORT" "$@"

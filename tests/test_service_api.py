@@ -1,0 +1,218 @@
+"""The HTTP API against the real Redis, a real tiny-llama worker process and uvicorn.
+
+tiny-llama is a random 2-layer model built in milliseconds: it cannot learn much, so its
+encodings lean on stored corrections, and the round trip must still be exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from conftest import wait_job
+
+from prototok import Encoding, load_model
+from prototok.codec import encode_texts
+from prototok.recipe import TUNED, EncodeConfig
+
+pytestmark = pytest.mark.integration
+
+TEXT = "hello, prototok!"
+
+
+def encode(api, body: dict) -> str:
+    r = api.http.post("/v1/encode", json=body)
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/v1/jobs/{r.json()['job_id']}"
+    return r.json()["job_id"]
+
+
+@pytest.fixture(scope="module")
+def finished(api, tiny_worker) -> dict:
+    """One job of 100 steps, polled to the end."""
+    job_id = encode(api, {"text": TEXT, "options": {"max_steps": 100, "seeds": 2}})
+    return wait_job(api, job_id, 300, tiny_worker)
+
+
+def test_job_runs_reports_progress_and_finishes(finished):
+    assert finished["status"] == "finished", finished
+    assert finished["progress"]["max_steps"] == 100
+    assert finished["progress"]["step"] == 100  # random tiny model: never solved early
+    steps = [s for s in finished["_steps_seen"] if 0 < s < 100]
+    assert len(set(steps)) >= 2, f"progress should move while running, saw {finished['_steps_seen']}"
+    assert len(finished["embedding_ids"]) == 1
+
+
+def test_stored_encoding_json_and_bytes(api, finished, service_redis):
+    emb_id = finished["embedding_ids"][0]
+    body = api.http.get(f"/v1/embeddings/{emb_id}").json()
+    assert body["model"] == "tiny-llama" and body["arrangement"] == "e_mN-1"
+    assert body["length"] == len(TEXT.encode()) and body["hidden_size"] == 32
+    assert body["c_tokens"] + body["corrections"] == body["length"]
+    assert body["accuracy"] == pytest.approx(body["c_tokens"] / body["length"])
+    assert [len(body["vectors"]["e"]), len(body["vectors"]["e"][0])] == [1, 32]
+    raw = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"})
+    assert raw.headers["content-type"] == "application/octet-stream"
+    assert hashlib.sha256(raw.content).hexdigest() == body["sha256"] == raw.headers["x-checksum-sha256"]
+    assert Encoding.from_bytes(raw.content).vectors["e"].tolist() == body["vectors"]["e"]
+    assert service_redis.ttl(f"prototok:emb:{emb_id}") == -1  # never expires
+
+
+def test_text_round_trip_is_exact(api, finished):
+    emb_id = finished["embedding_ids"][0]
+    body = api.http.get(f"/v1/embeddings/{emb_id}/text").json()
+    assert body["text"] == TEXT
+    assert 0 <= body["accuracy"] <= 1 and body["decode_ms"] > 0
+
+
+def test_decode_an_uploaded_safetensors(api, finished):
+    blob = api.http.get(f"/v1/embeddings/{finished['embedding_ids'][0]}",
+                        headers={"Accept": "application/octet-stream"}).content
+    multipart = api.http.post("/v1/decode", files={"file": ("x.safetensors", blob, "application/octet-stream")})
+    assert multipart.status_code == 200, multipart.text
+    assert multipart.json()["text"] == TEXT
+    raw = api.http.post("/v1/decode", content=blob, headers={"content-type": "application/octet-stream"})
+    assert raw.json()["text"] == TEXT
+
+
+def test_decode_client_vectors_matches_the_core(api, finished):
+    """JSON vectors decode to what the vectors alone give (no corrections), as the core says."""
+    emb = api.http.get(f"/v1/embeddings/{finished['embedding_ids'][0]}").json()
+    body = {"model": "tiny-llama", "e": emb["vectors"]["e"][0], "m": emb["vectors"]["m"], "length": emb["length"]}
+    r = api.http.post("/v1/decode", json=body)
+    assert r.status_code == 200, r.text
+    import torch
+
+    from prototok import decode_vectors
+    lm = load_model("tiny-llama")
+    expected = decode_vectors(lm, torch.tensor(emb["vectors"]["e"]), torch.tensor(emb["vectors"]["m"]),
+                              [emb["length"]])
+    assert r.json()["text"] == expected and r.json()["length"] == emb["length"]
+
+
+def test_batch_is_one_job_with_one_embedding_per_text(api, tiny_worker):
+    texts = ["first text", "a second, longer text"]
+    done = wait_job(api, encode(api, {"texts": texts, "options": {"max_steps": 20, "seeds": 1}}), 300, tiny_worker)
+    assert done["status"] == "finished", done
+    got = [api.http.get(f"/v1/embeddings/{i}/text").json()["text"] for i in done["embedding_ids"]]
+    assert got == texts
+
+
+def test_delete(api, tiny_worker):
+    done = wait_job(api, encode(api, {"text": "bye", "options": {"max_steps": 5}}), 300, tiny_worker)
+    emb_id = done["embedding_ids"][0]
+    assert api.http.delete(f"/v1/embeddings/{emb_id}").status_code == 204
+    r = api.http.get(f"/v1/embeddings/{emb_id}")
+    assert r.status_code == 404 and r.json()["code"] == "embedding_not_found"
+
+
+def test_options_become_the_config_the_worker_runs(api, tiny_worker):
+    r = api.http.post("/v1/encode", json={"text": "cfg", "options": {"max_steps": 5, "arrangement": "pairs",
+                                                                     "seeds": 1, "lr": 0.02}})
+    assert r.status_code == 202, r.text
+    cfg = r.json()["config"]
+    assert cfg["recipe"]["max_steps"] == 5 and cfg["recipe"]["lr"] == 0.02 and cfg["arrangement"] == "pairs"
+    done = wait_job(api, r.json()["job_id"], 300, tiny_worker)
+    emb = api.http.get(f"/v1/embeddings/{done['embedding_ids'][0]}").json()
+    assert emb["arrangement"] == "pairs" and emb["steps"] <= 5
+
+
+def test_step_budget_is_capped():
+    from app.schemas import EncodeOptions
+    from prototok.settings import Settings
+
+    cfg = EncodeOptions(max_steps=10**6).to_config(Settings(max_steps_limit=50))
+    assert cfg.recipe.max_steps == 50
+
+
+NOT_SERVED = "some-org/not-served-model"
+
+
+@pytest.mark.parametrize("method,path,kwargs,status,code", [
+    ("post", "/v1/encode", {"json": {"text": ""}}, 422, "empty_text"),
+    ("post", "/v1/encode", {"json": {"texts": []}}, 422, "empty_text"),
+    ("post", "/v1/encode", {"json": {"texts": ["ok", ""]}}, 422, "empty_text"),
+    ("post", "/v1/encode", {"json": {"text": "x" * 301}}, 413, "text_too_long"),
+    ("post", "/v1/encode", {"json": {"texts": ["a"] * 5}}, 413, "too_many_texts"),
+    ("post", "/v1/encode", {"json": {"text": "hi", "model": "no-such-model"}}, 404, "unknown_model"),
+    ("post", "/v1/encode", {"json": {"text": "hi", "model": NOT_SERVED}}, 409, "model_not_served"),
+    ("post", "/v1/encode", {"content": b'{"text": "hi"', "headers": {"content-type": "application/json"}},
+     400, "malformed_json"),
+    ("post", "/v1/encode", {"json": {"text": "a", "texts": ["b"]}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"max_steps": 0}}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"bogus": 1}}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"content": b'{"text": "a", "options": {"lr": NaN}}',
+                            "headers": {"content-type": "application/json"}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": ["not", "an", "object"]}, 422, "invalid_request"),
+    ("get", "/v1/jobs/no-such-job", {}, 404, "job_not_found"),
+    ("get", "/v1/embeddings/0123456789abcdef0123456789abcdef", {}, 404, "embedding_not_found"),
+    ("get", "/v1/embeddings/not-an-id/text", {}, 404, "embedding_not_found"),
+    ("delete", "/v1/embeddings/0123456789abcdef0123456789abcdef", {}, 404, "embedding_not_found"),
+    ("post", "/v1/decode", {"json": {"model": "tiny-llama", "e": [0.1] * 31, "m": [0.1] * 31, "length": 3}},
+     422, "bad_vectors"),
+    ("post", "/v1/decode", {"json": {"model": "tiny-llama", "e": [[0.1] * 32, [0.1] * 31], "m": [[0.1] * 32] * 2,
+                                     "length": [2, 2]}}, 422, "bad_vectors"),
+    ("post", "/v1/decode", {"json": {"model": "tiny-llama", "e": [0.1] * 32, "m": [0.1] * 32, "length": [2, 2]}},
+     422, "bad_vectors"),
+    ("post", "/v1/decode", {"content": json.dumps({"model": "tiny-llama", "e": [float("nan")] + [0.1] * 31,
+                                                   "m": [0.1] * 32, "length": 3}).encode(),
+                            "headers": {"content-type": "application/json"}}, 422, "bad_vectors"),
+    ("post", "/v1/decode", {"content": json.dumps({"model": "tiny-llama", "e": [0.1] * 32,
+                                                   "m": [float("inf")] * 32, "length": 3}).encode(),
+                            "headers": {"content-type": "application/json"}}, 422, "bad_vectors"),
+    ("post", "/v1/decode", {"json": {"model": "tiny-llama", "e": [0.1] * 32, "m": [0.1] * 32, "length": 0}},
+     422, "invalid_request"),
+    ("post", "/v1/decode", {"json": {"model": "no-such-model", "e": [0.1] * 32, "m": [0.1] * 32, "length": 3}},
+     404, "unknown_model"),
+    ("post", "/v1/decode", {"content": b"{oops", "headers": {"content-type": "application/json"}},
+     400, "malformed_json"),
+    ("post", "/v1/decode", {"files": {"file": ("x.safetensors", b"not safetensors at all", "application/x")}},
+     422, "corrupt_encoding"),
+    ("post", "/v1/decode", {"files": {"other": ("x", b"data", "application/x")}}, 422, "invalid_input"),
+    ("get", "/v1/nothing-here", {}, 404, "not_found"),
+])
+def test_bad_input_is_a_4xx_with_a_stable_code(api, tiny_worker, method, path, kwargs, status, code):
+    r = getattr(api.http, method)(path, **kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["code"] == code and body["message"], body
+
+
+def test_damaged_blob_fails_its_checksum(api, service_redis):
+    """A stored encoding whose bytes changed in Redis is refused, never decoded into other text."""
+    from app.store import EncodingStore
+
+    lm = load_model("tiny-llama")
+    [enc] = encode_texts(lm, ["checksum"], EncodeConfig(recipe=TUNED.with_(max_steps=2, seeds=1)))
+    emb_id = EncodingStore(service_redis).put(enc)
+    key = f"prototok:emb:{emb_id}"
+    assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == "checksum"
+    blob = bytearray(service_redis.hget(key, "blob"))
+    blob[-1] ^= 0x01  # one bit of one vector value
+    service_redis.hset(key, "blob", bytes(blob))
+    for path in (f"/v1/embeddings/{emb_id}", f"/v1/embeddings/{emb_id}/text"):
+        r = api.http.get(path)
+        assert r.status_code == 409 and r.json()["code"] == "checksum_mismatch", r.text
+
+
+def test_health_ready_metrics_docs(api, tiny_worker, finished):
+    assert api.http.get("/healthz").json() == {"status": "ok"}
+    ready = api.http.get("/readyz")
+    assert ready.status_code == 200 and "tiny-llama" in ready.json()["models"]
+    metrics = api.http.get("/metrics").text
+    assert 'prototok_jobs{model="tiny-llama",state="finished"}' in metrics
+    assert "prototok_encode_seconds_count" in metrics and "prototok_decode_seconds_bucket" in metrics
+    assert 'prototok_workers{model="tiny-llama"} 1.0' in metrics
+    assert api.http.get("/docs").status_code == 200
+    spec = api.http.get("/openapi.json").json()
+    assert spec["components"]["schemas"]["EncodeRequest"]["examples"]
+    assert {"application/json", "multipart/form-data"} <= set(
+        spec["paths"]["/v1/decode"]["post"]["requestBody"]["content"])
+
+
+def test_stored_encoding_survives_an_api_restart(api, finished):
+    emb_id = finished["embedding_ids"][0]
+    api.restart()
+    assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
+    assert api.http.get(f"/v1/jobs/{finished['job_id']}").json()["status"] == "finished"

@@ -1,0 +1,54 @@
+"""Worker processes: the model stays loaded across jobs, and a killed worker's job ends failed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import start_worker, wait_for, wait_job, wait_served
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT_TTL_S = 4  # service_env's PROTOTOK_HEARTBEAT_TTL_S
+
+
+def test_jobs_run_in_the_worker_process_itself(api, tiny_worker):
+    """SimpleWorker: no fork per job, so the process that loaded the model runs every job."""
+    from conftest import SERVICE_REDIS_URL
+    from rq.job import Job
+
+    from app.deps import redis_for
+
+    pids = []
+    for text in ("one", "two"):
+        job_id = api.http.post("/v1/encode", json={"text": text, "options": {"max_steps": 3}}).json()["job_id"]
+        assert wait_job(api, job_id, 300, tiny_worker)["status"] == "finished"
+        pids.append(Job.fetch(job_id, connection=redis_for(SERVICE_REDIS_URL)).meta["worker_pid"])
+    assert pids == [tiny_worker.pid, tiny_worker.pid]
+
+
+def test_killed_worker_leaves_its_job_failed_with_a_reason(api, service_logs):
+    """kill -9 mid-job: the job must turn `failed` (worker_died), not stay `running` forever."""
+    worker = start_worker(service_logs, "tiny-gpt-neox")
+    try:
+        wait_served(api, "tiny-gpt-neox", worker)
+        text = "a text long enough that a random tiny model keeps optimising it for a long while"
+        job_id = api.http.post("/v1/encode", json={"text": text, "model": "tiny-gpt-neox",
+                                                   "options": {"max_steps": 5000, "seeds": 1}}).json()["job_id"]
+
+        def running_with_progress():
+            body = api.http.get(f"/v1/jobs/{job_id}").json()
+            return body["status"] == "running" and body["progress"]["step"] >= 5
+
+        wait_for(running_with_progress, 120, "the job to run", worker)
+        worker.kill9()
+        killed_at = time.monotonic()
+        body = wait_job(api, job_id, 10 * HEARTBEAT_TTL_S)
+    finally:
+        worker.stop()
+    assert body["status"] == "failed", body
+    assert body["error_code"] == "worker_died" and "killed or crashed" in body["error"]
+    assert time.monotonic() - killed_at < 10 * HEARTBEAT_TTL_S
+    wait_for(lambda: "tiny-gpt-neox" not in api.served(), 3 * HEARTBEAT_TTL_S, "the dead worker to drop out")
+    r = api.http.post("/v1/encode", json={"text": "x", "model": "tiny-gpt-neox"})
+    assert r.status_code == 409 and r.json()["code"] == "model_not_served"

@@ -1,0 +1,52 @@
+"""`python -m worker`: serve one model (PROTOTOK_MODEL) from one RQ queue on PROTOTOK_REDIS_URL.
+
+Run one per GPU (CUDA_VISIBLE_DEVICES=i) and as many hosts as you like on one Redis.
+The model is loaded before the worker takes its first job and kept for every job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+from redis import Redis
+from rq import Queue
+
+from app.queues import announce, queue_name, withdraw
+from prototok import PrototokError, load_model
+from prototok.models import canonical_name
+from prototok.settings import get_settings
+
+from .runner import ModelWorker, Pulse
+
+log = logging.getLogger("prototok.worker")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    model = canonical_name(settings.model)
+    try:
+        lm = load_model(model)
+    except PrototokError as exc:
+        log.error("cannot load model %s: %s", model, exc)
+        return 2
+    conn = Redis.from_url(settings.redis_url)
+    queue = Queue(queue_name(settings, model), connection=conn, default_timeout=settings.job_timeout_s)
+    name = f"{socket.gethostname()}.{os.getpid()}"
+    worker = ModelWorker([queue], connection=conn, name=name, default_result_ttl=settings.job_result_ttl_s)
+    worker.heartbeat_ttl_s = settings.heartbeat_ttl_s
+    log.info("worker %s serves %s on %s from queue %s", name, model, lm.device, queue.name)
+    ttl = settings.heartbeat_ttl_s
+    try:
+        with Pulse(lambda: announce(conn, model, name, ttl), ttl / 3, "announce"):
+            worker.work(with_scheduler=False, logging_level=logging.getLevelName(log.getEffectiveLevel()))
+    finally:
+        withdraw(conn, model, name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The encode job: adapts RQ to `prototok.encode_texts`, nothing more.
+
+Runs inside a worker process that has already loaded its model; `load_model` returns
+that same cached object, so a job never loads weights. Progress goes to `job.meta`
+every PROTOTOK_PROGRESS_EVERY steps; results go to the encoding store; a caller's
+error (text the tokenizer cannot reproduce, ...) is written to `job.meta["error"]`
+with its stable code before the job fails.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rq import get_current_job
+from rq.job import Job
+
+from app.metrics import record_encode
+from app.queues import config_from_dict
+from app.store import EncodingStore
+from prototok import Progress, PrototokError, decode, encode_texts, load_model
+from prototok.settings import get_settings
+
+
+class ProgressReporter:
+    """A `ProgressFn` that saves the latest progress into the job's meta, not every step."""
+
+    def __init__(self, job: Job, every: int):
+        self.job, self.every = job, max(1, every)
+
+    def __call__(self, p: Progress) -> None:
+        if p.step % self.every and p.step not in (1, p.max_steps):
+            return
+        acc = sum(p.accuracy) / len(p.accuracy) if p.accuracy else 0.0
+        self.save(step=p.step, max_steps=p.max_steps, accuracy=round(acc, 4), loss=round(p.loss, 4), done=p.done)
+
+    def save(self, **progress: object) -> None:
+        self.job.meta["progress"] = {**self.job.meta.get("progress", {}), **progress}
+        self.job.save_meta()
+
+
+def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
+    """Encode the texts together, verify they decode, store them; returns the embedding ids."""
+    job = get_current_job()
+    assert job is not None, "encode_job runs inside an RQ worker"
+    start = time.perf_counter()
+    job.meta["worker_pid"] = os.getpid()  # the process that holds the model; the same for every job
+    job.save_meta()
+    lm = load_model(model)
+    cfg = config_from_dict(config)
+    report = ProgressReporter(job, get_settings().progress_every)
+    try:
+        encodings = encode_texts(lm, texts, cfg, progress=report)
+        decode(lm, encodings)  # one forward pass: never store an encoding that does not rebuild its text
+    except PrototokError as exc:
+        job.meta["error"] = {"code": exc.code, "message": str(exc)}
+        job.save_meta()
+        raise
+    store = EncodingStore(job.connection)
+    ids = [store.put(enc, job_id=job.id) for enc in encodings]
+    acc = sum(e.c_tokens for e in encodings) / sum(e.n_tokens for e in encodings)
+    job.meta["embedding_ids"] = ids
+    report.save(accuracy=round(acc, 4), done=len(encodings))
+    record_encode(job.connection, time.perf_counter() - start)
+    return ids
