@@ -1,0 +1,62 @@
+"""Does the recipe reconstruct 10 sentences losslessly on the embedded model, and how fast?
+
+Each sentence is encoded on its own (its restarts side by side in one batch), with the
+tuned recipe and with the paper's recipe, under the same step cap for the paper where
+its 5000 steps would not fit in a CPU run. Accuracy is what the proto-tokens
+reconstruct alone (before corrections).
+Run: python -m bench.recipe [--recipes tuned paper] [--paper-max-steps 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from prototok import RECIPES, EncodeConfig, encode_texts, load_model
+
+from .common import machine, table, write
+from .sentences import SENTENCES
+
+
+def run(lm, name: str, max_steps: int | None, texts: list[str]) -> list[dict]:
+    recipe = RECIPES[name].with_(max_steps=max_steps)
+    rows = []
+    for i, text in enumerate(texts):
+        [enc] = encode_texts(lm, [text], EncodeConfig(recipe=recipe))
+        rows.append({"recipe": name, "text": i, "n_tokens": enc.n_tokens, "accuracy": enc.accuracy,
+                     "lossless": enc.c_tokens == enc.n_tokens, "steps": enc.steps, "seconds": enc.seconds})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def summarise(rows: list[dict], recipe: dict) -> dict:
+    return {"recipe": rows[0]["recipe"], "lossless": f"{sum(r['lossless'] for r in rows)}/{len(rows)}",
+            "mean_accuracy": statistics.mean(r["accuracy"] for r in rows),
+            "median_steps": statistics.median(r["steps"] for r in rows),
+            "median_seconds": statistics.median(r["seconds"] for r in rows),
+            "max_seconds": max(r["seconds"] for r in rows), "settings": recipe}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--recipes", nargs="+", default=["tuned", "paper"])
+    ap.add_argument("--paper-max-steps", type=int, default=600)
+    ap.add_argument("--texts", type=int, default=len(SENTENCES))
+    args = ap.parse_args()
+    lm = load_model(args.model)
+    texts = SENTENCES[: args.texts]
+    all_rows, summary = [], []
+    for name in args.recipes:
+        cap = args.paper_max_steps if name == "paper" else None
+        rows = run(lm, name, cap, texts)
+        all_rows += rows
+        summary.append(summarise(rows, RECIPES[name].with_(max_steps=cap).to_dict()))
+    md = table(summary, ["recipe", "lossless", "mean_accuracy", "median_steps", "median_seconds", "max_seconds"])
+    md += "\n\nRecipes:\n\n" + "\n".join(f"- `{s['recipe']}`: `{s['settings']}`" for s in summary)
+    md += "\n\nPer sentence:\n\n" + table(all_rows, ["recipe", "text", "n_tokens", "accuracy", "lossless", "steps", "seconds"])
+    write("recipe", {"machine": machine(), "model": lm.name, "summary": summary, "rows": all_rows}, md)
+
+
+if __name__ == "__main__":
+    main()
