@@ -3,7 +3,8 @@
 Training input is [mem_1..mem_k, emb(t_1)..emb(t_(N-1))] with next-token loss; output
 position k-1+i predicts t_(i+1). Decoding is greedy generation from [mem] alone, one
 forward pass per token (with a KV cache). It shares the optimisation loop of
-`optimize.py`, so a comparison with the one-step method is one flag (Method).
+`optimize.py`, so a comparison with the one-step method is one flag (Method). With the
+recipe's `sink`, the same frozen BOS embedding stands before [mem] as before [e, m, ...].
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ class MemProblem:
     lengths: torch.Tensor  # (R,)
     unit_of_row: torch.Tensor  # (R,)
     params: list[torch.Tensor] = field(default_factory=list)
+    sink: torch.Tensor | None = None  # (d,) frozen, before [mem]
 
     def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, MemLayout]:
         rows = rows.to(self.lm.device)
         sub = MemLayout(self.k, self.lengths[rows])
         n = int(sub.lengths.max())
-        z = torch.cat([self.mem_table[rows], self.text_embeds[rows, : n - 1]], 1)  # (A, k+n-1, d)
-        logits = self.lm.model(inputs_embeds=z.to(self.lm.dtype)).logits  # (A, k+n-1, V)
-        return logits[:, self.k - 1 :], sub  # (A, Nmax, V)
+        prefix = with_sink(self.mem_table[rows], self.sink)  # (A, s+k, d)
+        z = torch.cat([prefix, self.text_embeds[rows, : n - 1]], 1)  # (A, s+k+n-1, d)
+        logits = self.lm.model(inputs_embeds=z.to(self.lm.dtype)).logits  # (A, s+k+n-1, V)
+        return logits[:, prefix.shape[1] - 1 :], sub  # (A, Nmax, V)
 
     def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         mem = self.mem_table[rows.to(self.lm.device)].detach().float().cpu()
@@ -63,19 +66,28 @@ def mem_problem(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig) -> 
     mem = torch.cat(inits).requires_grad_(True)  # (seeds*S, k, d), restart-major
     rows = torch.arange(seeds * s)
     lengths = torch.tensor([len(seqs[r % s]) for r in rows.tolist()], device=lm.device)
-    return MemProblem(lm, k, mem, text.repeat(seeds, 1, 1), lengths, rows, [mem])
+    sink = lm.sink_embedding() if cfg.recipe.sink else None
+    return MemProblem(lm, k, mem, text.repeat(seeds, 1, 1), lengths, rows, [mem], sink)
+
+
+def with_sink(mem: torch.Tensor, sink: torch.Tensor | None) -> torch.Tensor:
+    """(B, k, d) -> (B, 1+k, d) with the frozen sink first, or unchanged without one."""
+    if sink is None:
+        return mem
+    return torch.cat([sink.to(mem.device, mem.dtype).expand(len(mem), 1, -1), mem], 1)
 
 
 @torch.inference_mode()
-def generate(lm: LanguageModel, mem: torch.Tensor, length: int,
-             forced: list[dict[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def generate(lm: LanguageModel, mem: torch.Tensor, length: int, forced: list[dict[int, int]] | None = None,
+             sink: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding from [mem]: (B, k, d) -> raw argmax ids and emitted ids, both (B, length).
 
     `forced[b]` maps positions to the token emitted there instead of the argmax (stored
     corrections): with the prefix kept right, every later argmax is the teacher-forced one.
     """
     forced = forced or [{} for _ in range(mem.shape[0])]
-    out = lm.model(inputs_embeds=mem.to(lm.device, lm.dtype), use_cache=True)
+    mem = with_sink(mem.to(lm.device, torch.float32), lm.sink_embedding() if sink else None)
+    out = lm.model(inputs_embeds=mem.to(lm.dtype), use_cache=True)
     raw, emitted = [], []
     for i in range(length):
         if i:

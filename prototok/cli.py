@@ -10,8 +10,8 @@ import functools
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -64,7 +64,7 @@ def _progress_bar(total: int):
     return bar, report
 
 
-def _read_text(text: Optional[str], file: Optional[Path]) -> str:
+def _read_text(text: str | None, file: Path | None) -> str:
     from .errors import EmptyText, InvalidInput
 
     if (text is None) == (file is None):
@@ -84,30 +84,32 @@ def _read_text(text: Optional[str], file: Optional[Path]) -> str:
 @app.command()
 @friendly_errors
 def encode(
-    text: Optional[str] = typer.Argument(None, help="The text to encode (or use --file)."),
+    text: str | None = typer.Argument(None, help="The text to encode (or use --file)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the .safetensors encoding."),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the text from this UTF-8 file."),
-    model: Optional[str] = typer.Option(None, help="HF name, local path, .gguf or alias (default: embedded SmolLM2)."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Read the text from this UTF-8 file."),
+    model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias (default: embedded SmolLM2)."),
     recipe: str = typer.Option("tuned", help="Optimisation recipe preset: tuned or paper."),
-    max_steps: Optional[int] = typer.Option(None, min=1, help="Step budget (overrides the recipe)."),
-    seeds: Optional[int] = typer.Option(None, min=1, help="Random restarts, run side by side in one batch."),
-    lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate (overrides the recipe)."),
+    max_steps: int | None = typer.Option(None, min=1, help="Step budget (overrides the recipe)."),
+    seeds: int | None = typer.Option(None, min=1, help="Random restarts, run side by side in one batch."),
+    lr: float | None = typer.Option(None, min=0.0, help="Learning rate (overrides the recipe)."),
     arrangement: str = typer.Option("e_mN-1", help="one | halves | pairs | e_mN | e_mN-1"),
     method: str = typer.Option("one_step", help="one_step (the paper) or autoregressive ([mem] baseline)."),
     chunk_tokens: int = typer.Option(64, min=1, help="Longer texts are split into chunks of this many tokens."),
+    sink: bool | None = typer.Option(None, "--sink/--no-sink",
+                                     help="Frozen BOS embedding before [e, m, ...] (default: the recipe's)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
 ) -> None:
     """Optimise proto-tokens for a text and save them (lossless: misses are stored as corrections)."""
     from .codec import encode_texts
-    from .errors import InvalidInput, UnknownModel
+    from .errors import InvalidInput
     from .models import load_model
     from .recipe import RECIPES, EncodeConfig
 
     body = _read_text(text, file)
     if recipe not in RECIPES:
-        raise UnknownModel(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
+        raise InvalidInput(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
     try:
-        cfg = EncodeConfig(recipe=RECIPES[recipe].with_(max_steps=max_steps, seeds=seeds, lr=lr),
+        cfg = EncodeConfig(recipe=RECIPES[recipe].with_(max_steps=max_steps, seeds=seeds, lr=lr, sink=sink),
                            arrangement=arrangement, method=method, chunk_tokens=chunk_tokens)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
@@ -132,7 +134,7 @@ def encode(
 @friendly_errors
 def decode(
     file: Path = typer.Argument(..., help="A .safetensors encoding written by `prototok encode`."),
-    model: Optional[str] = typer.Option(None, help="Model to decode with (default: the one in the file)."),
+    model: str | None = typer.Option(None, help="Model to decode with (default: the one in the file)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: text, accuracy, decode_seconds."),
 ) -> None:
     """Rebuild the exact text in one forward pass (plus stored corrections)."""

@@ -100,6 +100,7 @@ def _encoding(lm, cfg, text_ids, pieces, sols) -> Encoding:
         h_lm=sum(h_lm(lm, q) for q in pieces), steps=max(s.steps for s in sols),
         seconds=max(s.seconds for s in sols), seeds=[s.seed for s in sols], ids_sha256=ids_digest(text_ids),
         share=cfg.share.value, recipe=cfg.recipe.to_dict(),
+        sink=cfg.recipe.sink,
     )
 
 
@@ -115,9 +116,9 @@ def check_compatible(lm: LanguageModel, enc: Encoding) -> None:
 
 @torch.inference_mode()
 def decode_ids(lm: LanguageModel, arrangement: Arrangement, e: torch.Tensor, m: torch.Tensor,
-               lengths: list[int]) -> list[list[int]]:
+               lengths: list[int], sink: bool = False) -> list[list[int]]:
     """One forward pass over [e, m, ...] for K sequences: (K, d), (K, d) -> K lists of ids."""
-    layout = BatchLayout(arrangement, lengths, lm.device)
+    layout = BatchLayout(arrangement, lengths, lm.device, lm.sink_embedding() if sink else None)
     z = layout.inputs(e.to(lm.device, torch.float32), m.to(lm.device, torch.float32))  # (K, L, d)
     logits = lm.model(inputs_embeds=z.to(lm.dtype)).logits  # (K, L, V)
     pred = layout.target_logits(logits).argmax(-1).cpu()  # (K, Nmax)
@@ -125,33 +126,34 @@ def decode_ids(lm: LanguageModel, arrangement: Arrangement, e: torch.Tensor, m: 
 
 
 def _raw_decode(lm: LanguageModel, encs: list[Encoding]) -> list[tuple[list[int], list[int]]]:
-    """(vectors-alone ids, corrected ids) per encoding; chunks batched per (method, arrangement)."""
+    """(vectors-alone ids, corrected ids) per encoding; chunks batched per input layout."""
     chunks = [(i, j) for i, enc in enumerate(encs) for j in range(len(enc.lengths))]
     out: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
-    for method, arr in {(encs[i].method, encs[i].arrangement) for i, _ in chunks}:
-        mine = [(i, j) for i, j in chunks if (encs[i].method, encs[i].arrangement) == (method, arr)]
+    kind = [(enc.method, enc.arrangement, enc.sink) for enc in encs]
+    for method, arr, sink in set(kind):
+        mine = [(i, j) for i, j in chunks if kind[i] == (method, arr, sink)]
         lengths = [encs[i].lengths[j] for i, j in mine]
         fixes = [dict(encs[i].corrections[j]) for i, j in mine]
         if method is Method.ONE_STEP:
             e = torch.stack([encs[i].vectors["e"][j] for i, j in mine])  # (C, d)
             m = torch.stack([encs[i].vectors["m"][j] for i, j in mine])  # (C, d)
-            raw = decode_ids(lm, arr, e, m, lengths)
+            raw = decode_ids(lm, arr, e, m, lengths, sink)
             out.update((key, (r, [f.get(p, t) for p, t in enumerate(r)])) for key, r, f in zip(mine, raw, fixes))
         else:
             mems = [encs[i].vectors["mem"][j] for i, j in mine]
-            out.update(zip(mine, _generate_grouped(lm, mems, lengths, fixes)))
+            out.update(zip(mine, _generate_grouped(lm, mems, lengths, fixes, sink)))
     return [tuple(sum((out[(i, j)][part] for j in range(len(enc.lengths))), []) for part in (0, 1))
             for i, enc in enumerate(encs)]
 
 
 def _generate_grouped(lm: LanguageModel, mems: list[torch.Tensor], lengths: list[int],
-                      fixes: list[dict[int, int]]) -> list[tuple[list[int], list[int]]]:
+                      fixes: list[dict[int, int]], sink: bool) -> list[tuple[list[int], list[int]]]:
     """Greedy decoding batched over chunks with the same number of [mem] vectors."""
     res: list[tuple[list[int], list[int]]] = [([], [])] * len(mems)
     for k in {m.shape[0] for m in mems}:
         idx = [i for i, m in enumerate(mems) if m.shape[0] == k]
         raw, emitted = generate(lm, torch.stack([mems[i] for i in idx]), max(lengths[i] for i in idx),
-                                [fixes[i] for i in idx])
+                                [fixes[i] for i in idx], sink)
         for row, i in enumerate(idx):
             res[i] = (raw[row, : lengths[i]].tolist(), emitted[row, : lengths[i]].tolist())
     return res
@@ -178,7 +180,7 @@ def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:
 
 
 def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths: list[int],
-                   arrangement: Arrangement = Arrangement.E_MN1) -> str:
+                   arrangement: Arrangement = Arrangement.E_MN1, sink: bool = False) -> str:
     """Decode client-supplied vectors (no corrections, no checksum): e, m of shape (K, d)."""
     e, m = e.reshape(-1, e.shape[-1]), m.reshape(-1, m.shape[-1])
     if e.shape != m.shape or e.shape[1] != lm.hidden_size or e.shape[0] != len(lengths):
@@ -188,5 +190,5 @@ def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths:
         raise BadVectors("vectors contain NaN or inf")
     if any(n < 1 or n > lm.max_length - 1 for n in lengths):
         raise BadVectors(f"each length must be between 1 and {lm.max_length - 1}")
-    ids = decode_ids(lm, arrangement, e, m, lengths)
+    ids = decode_ids(lm, arrangement, e, m, lengths, sink)
     return lm.detokenize([t for x in ids for t in x])

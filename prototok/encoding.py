@@ -47,6 +47,7 @@ class Encoding:
     seeds: list[int]  # the restart that won, per chunk
     ids_sha256: str
     share: str = "none"
+    sink: bool = False  # a frozen BOS embedding stands before [e, m, ...] (decode must add it too)
     recipe: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -75,7 +76,7 @@ class Encoding:
         return st_save(tensors, metadata={META_KEY: json.dumps(self.metadata())})
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "Encoding":
+    def from_bytes(cls, blob: bytes) -> Encoding:
         meta, tensors = _parse(blob)
         try:
             enc = cls(
@@ -86,6 +87,7 @@ class Encoding:
                 c_tokens=int(meta["c_tokens"]), h_lm=float(meta["h_lm"]), steps=int(meta["steps"]),
                 seconds=float(meta["seconds"]), seeds=[int(s) for s in meta["seeds"]],
                 ids_sha256=str(meta["ids_sha256"]), share=meta.get("share", "none"),
+                sink=bool(meta.get("sink", False)),
                 recipe=meta.get("recipe", {}), format_version=int(meta.get("format_version", 1)),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -97,7 +99,7 @@ class Encoding:
         Path(path).write_bytes(self.to_bytes())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Encoding":
+    def load(cls, path: str | Path) -> Encoding:
         p = Path(path)
         if not p.is_file():
             raise CorruptEncoding(f"no such file: {p}")

@@ -84,6 +84,12 @@ class LanguageModel:
         tok = self.tokenizer
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
+    def sink_embedding(self) -> torch.Tensor:
+        """(d,) the frozen input vector put before the proto-tokens when a recipe asks for a sink:
+        the BOS (else EOS, else token 0) embedding, the first token the model saw in training."""
+        tid = self.bos_id if self.bos_id is not None else 0
+        return self.embed(torch.tensor([tid]))[0].detach().float()
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids.to(self.device))
 
@@ -105,14 +111,29 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def load_model(name: str | None = None, device: str | None = None) -> LanguageModel:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
+    """bf16 halves a GPU's memory and time; a CPU runs float32. Encoder and decoder of one
+    encoding should agree: argmax can flip at low-margin positions across dtypes."""
+    dtype = dtype or get_settings().dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype '{dtype}' (auto, {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def load_model(name: str | None = None, device: str | None = None, dtype: str | None = None) -> LanguageModel:
     """Load (once per process) a frozen LM by alias, HF name, directory or .gguf path."""
     name = name or get_settings().model
     dev = resolve_device(device)
-    key = (canonical_name(name), str(dev))
+    dt = resolve_dtype(dev, dtype)
+    key = (canonical_name(name), str(dev), str(dt))
     with _lock:
         if key not in _cache:
-            _cache[key] = _load_uncached(key[0], dev)
+            _cache[key] = _load_uncached(key[0], dev, dt)
         return _cache[key]
 
 
@@ -120,14 +141,13 @@ def canonical_name(name: str) -> str:
     return DEFAULT_MODEL if name in EMBEDDED_ALIASES else name
 
 
-def _load_uncached(name: str, device: torch.device) -> LanguageModel:
+def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> LanguageModel:
     if name == DEFAULT_MODEL:
         model, tok = _load_embedded()
     elif name in TINY_MODELS:
         model, tok = _build_tiny(name)
     else:
         model, tok = _load_pretrained(name)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     return LanguageModel(name=name, model=model, tokenizer=tok)
@@ -225,4 +245,4 @@ def known_models() -> list[str]:
     return [DEFAULT_MODEL, *TINY_MODELS]
 
 
-__all__ = ["LanguageModel", "load_model", "resolve_device", "known_models"]
+__all__ = ["LanguageModel", "known_models", "load_model", "resolve_device"]

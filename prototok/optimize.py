@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -63,9 +64,10 @@ class Problem(Protocol):
     def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]: ...
 
 
-def init_vectors(lm: LanguageModel, recipe: Recipe, n: int, seed: int) -> torch.Tensor:
+def init_vectors(lm: LanguageModel, recipe: Recipe, n: int, seed: int, init: Init | None = None) -> torch.Tensor:
     """(n, d) fresh vectors, reproducible from the seed alone (independent of batch layout)."""
-    std = recipe.init_scale * (lm.embedding_std if recipe.init is Init.EMBEDDING else 1.0)
+    init = init or recipe.init
+    std = recipe.init_scale * (lm.embedding_std if init is Init.EMBEDDING else 1.0)
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(n, lm.hidden_size, generator=gen) * std).to(lm.device)
 
@@ -82,6 +84,7 @@ class OneStepProblem:
     m_of_row: torch.Tensor  # (R,)
     unit_of_row: torch.Tensor  # (R,)
     params: list[torch.Tensor] = field(default_factory=list)
+    lr_scales: list[float] = field(default_factory=list)  # per param, times the recipe's lr (default 1)
 
     def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]:
         rows = rows.to(self.lm.device)
@@ -109,9 +112,9 @@ def one_step_problem(
     rows = torch.arange(k * s)
     seed_of_row, seq_of_row = rows // s, rows % s
     group_of_row = seed_of_row * n_groups + seq_of_row // g  # a group's shared vector is per restart
-    per_seq = [init_vectors(lm, recipe, 2 * s, recipe.seed + i) for i in range(k)]  # (2s, d) each
-    e_rows = torch.cat([p[:s] for p in per_seq])  # (k*s, d)
-    m_rows = torch.cat([p[s:] for p in per_seq])  # (k*s, d)
+    # e's position alone predicts t1 (E_MN1): it may need another scale than m, hence init_e.
+    e_rows = torch.cat([init_vectors(lm, recipe, s, recipe.seed + i, recipe.init_e) for i in range(k)])  # (k*s, d)
+    m_rows = torch.cat([init_vectors(lm, recipe, s, 10_000 + recipe.seed + i) for i in range(k)])  # (k*s, d)
     if share is ShareMode.SHARED_E:
         e_table, e_of_row = _group_table(e_rows, group_of_row), group_of_row
     else:
@@ -127,13 +130,15 @@ def one_step_problem(
     shared = share in (ShareMode.SHARED_E, ShareMode.SHARED_M)
     unit_of_row = group_of_row if shared else rows
     e_table.requires_grad_(True)
-    params = [e_table]
+    params, lr_scales = [e_table], [recipe.lr_e_scale]
     if share is not ShareMode.FROZEN_M and cfg.arrangement is not Arrangement.ONE:
         params.append(m_table.requires_grad_(True))
-    layout = BatchLayout(cfg.arrangement, [len(seqs[i]) for i in seq_of_row.tolist()], lm.device)
+        lr_scales.append(1.0)
+    sink = lm.sink_embedding() if recipe.sink else None
+    layout = BatchLayout(cfg.arrangement, [len(seqs[i]) for i in seq_of_row.tolist()], lm.device, sink)
     dev = lm.device
     return OneStepProblem(lm, layout, e_table, m_table, e_of_row.to(dev), m_of_row.to(dev),
-                          unit_of_row, params)
+                          unit_of_row, params, lr_scales)
 
 
 def _group_table(row_vectors: torch.Tensor, group_of_row: torch.Tensor) -> torch.Tensor:
@@ -188,7 +193,9 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
     best = _Best(n_rows, member.shape[0], width)
     solved = torch.zeros(s, dtype=torch.bool)
     stop_step = torch.full((s,), recipe.max_steps)
-    opt = torch.optim.AdamW(problem.params, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+    scales = getattr(problem, "lr_scales", None) or [1.0] * len(problem.params)
+    groups = [{"params": [p], "lr": recipe.lr * k} for p, k in zip(problem.params, scales)]
+    opt = torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
                             weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
     for step in range(recipe.max_steps):

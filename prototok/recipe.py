@@ -66,7 +66,10 @@ class Recipe:
     weight_decay: float = 0.01
     max_steps: int = 5000
     init: Init = Init.NORMAL
+    init_e: Init | None = None  # e's own init, if it differs from m's (None = same as `init`)
     init_scale: float = 1.0  # multiplies the init std
+    lr_e_scale: float = 1.0  # e's learning rate = lr x this (e alone must predict t1 at its position)
+    sink: bool = False  # put the model's BOS embedding (frozen) before [e, m, ...]; see arrangements.py
     schedule: Schedule = Schedule.CONSTANT
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
@@ -76,10 +79,12 @@ class Recipe:
 
     def __post_init__(self) -> None:
         _coerce(self, init=Init, schedule=Schedule)
+        if self.init_e is not None:
+            object.__setattr__(self, "init_e", Init(self.init_e))
         if self.max_steps < 1 or self.seeds < 1 or self.lr <= 0:
             raise ValueError("max_steps and seeds must be >= 1 and lr > 0")
 
-    def with_(self, **changes: object) -> "Recipe":
+    def with_(self, **changes: object) -> Recipe:
         """A copy with the given fields changed; None means keep."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -90,8 +95,9 @@ class Recipe:
 # The paper's recipe, verbatim.
 PAPER = Recipe()
 
-# Measured on SmolLM2-135M on CPU (bench/results/recipe.md): Kuratov's embedding-scale
-# init with a higher, decaying learning rate and four restarts in one batch.
+# Measured on SmolLM2-135M on CPU (bench/results/recipe.md, README "The optimisation recipe"):
+# a frozen BOS sink before [e, m, ...] (without it e's position never learnt t1), Kuratov's
+# embedding-scale init, a 5x higher lr with warm-up and cosine decay, four restarts in one batch.
 TUNED = Recipe(
     lr=0.05,
     init=Init.EMBEDDING,
@@ -99,6 +105,7 @@ TUNED = Recipe(
     warmup_steps=10,
     max_steps=1000,
     seeds=4,
+    sink=True,
 )
 
 RECIPES: dict[str, Recipe] = {"paper": PAPER, "tuned": TUNED}
@@ -122,7 +129,7 @@ class EncodeConfig:
         if self.chunk_tokens < 1 or self.mem_tokens < 1 or self.group_size < 0:
             raise ValueError("chunk_tokens and mem_tokens must be >= 1, group_size >= 0")
 
-    def with_(self, **changes: object) -> "EncodeConfig":
+    def with_(self, **changes: object) -> EncodeConfig:
         """A copy with the given fields changed; None means keep."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     # core
     model: str = DEFAULT_MODEL  # the model a worker serves and the CLI uses by default
     device: str = "auto"  # "auto" = cuda when present, else cpu
+    dtype: str = "auto"  # "auto" = bfloat16 on cuda, float32 on cpu; or float32 | bfloat16 | float16
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "prototok")
     offline: bool = True  # never reach a model hub; only local files and the embedded model
     recipe: str = "tuned"  # "tuned" or "paper" (prototok.recipe.RECIPES)
@@ -30,6 +31,7 @@ class Settings(BaseSettings):
     queue_name: str = "prototok"
     max_text_chars: int = 20_000  # longer texts are refused with 413
     max_batch_texts: int = 64  # texts in one POST /v1/encode
+    max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies are refused with 413 before parsing
     max_steps_limit: int = 5000  # a job may not ask for more optimisation steps than this
     job_timeout_s: int = 3600  # RQ kills a job that runs longer
     job_result_ttl_s: int = 7 * 24 * 3600  # job records; stored encodings never expire

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from prototok.arrangements import E, M, BatchLayout, layout
+from prototok.arrangements import BatchLayout, E, M, layout
 from prototok.recipe import Arrangement
 
 
@@ -49,3 +49,13 @@ def test_subset_trims_to_its_own_rows():
     bl = BatchLayout(Arrangement.E_MN1, [2, 6, 3], torch.device("cpu"))
     sub = bl.subset(torch.tensor([0, 2]))
     assert sub.roles.shape == (2, 3) and sub.mask.shape == (2, 3)
+
+
+def test_sink_goes_first_and_shifts_every_target():
+    sink = torch.full((3,), 7.0)
+    bl = BatchLayout(Arrangement.E_MN1, [2, 3], torch.device("cpu"), sink)
+    z = bl.inputs(torch.zeros(2, 3), torch.ones(2, 3))  # (2, 1 + 3, 3)
+    assert z.shape == (2, 4, 3) and z[:, 0].eq(7).all() and z[:, 1].eq(0).all() and z[:, 2:].eq(1).all()
+    assert bl.positions.tolist() == [[1, 2, 0], [1, 2, 3]]  # e's output (position 1) predicts t1
+    sub = bl.subset(torch.tensor([0]))
+    assert sub.inputs(torch.zeros(1, 3), torch.ones(1, 3))[0, 0].eq(7).all()

@@ -29,6 +29,16 @@ def test_encode_then_decode_prints_the_exact_text(tmp_path):
     assert json.loads(res.stdout)["text"] == text and "decode_seconds" in json.loads(res.stdout)
 
 
+def test_paper_recipe_and_sink_flag(tmp_path):
+    from prototok import Encoding
+
+    for flags, sink in ((["--recipe", "paper"], False), (["--no-sink"], False), ([], True)):
+        out = tmp_path / f"{sink}{len(flags)}.safetensors"
+        res = run("encode", "sink or not", "--out", str(out), "--model", "tiny-llama", "--max-steps", "2", *flags)
+        assert res.exit_code == 0, res.output
+        assert Encoding.load(out).sink is sink and run("decode", str(out)).stdout == "sink or not"
+
+
 def test_encode_from_file(tmp_path):
     src, out = tmp_path / "t.txt", tmp_path / "e.safetensors"
     src.write_text("from a file\n", encoding="utf-8")

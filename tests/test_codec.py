@@ -1,16 +1,19 @@
 import pytest
 import torch
 
-from prototok import Arrangement, EncodeConfig, Method, decode, decode_vectors, encode_texts
+from prototok import Arrangement, EncodeConfig, Encoding, Method, decode, decode_ids, decode_vectors, encode_texts
 from prototok.errors import BadVectors, DecodeMismatch, EmptyText
 from prototok.recipe import TUNED
 
 TEXTS = ["hello world", "The cat sat on the mat.", "ü → ∑ ok"]
 
 
+@pytest.mark.parametrize("sink", [False, True])
 @pytest.mark.parametrize("arr", list(Arrangement))
-def test_round_trip_is_exact_for_every_arrangement(tiny, quick_cfg, arr):
-    encs = encode_texts(tiny, TEXTS, quick_cfg.with_(arrangement=arr))
+def test_round_trip_is_exact_for_every_arrangement(tiny, quick_cfg, arr, sink):
+    cfg = quick_cfg.with_(arrangement=arr, recipe=quick_cfg.recipe.with_(sink=sink))
+    encs = encode_texts(tiny, TEXTS, cfg)
+    assert all(enc.sink is sink for enc in encs)
     assert [d.text for d in decode(tiny, encs)] == TEXTS
 
 
@@ -30,10 +33,16 @@ def test_long_text_is_chunked_and_reassembled(tiny, quick_cfg):
     assert decode(tiny, [enc])[0].text == text
 
 
-def test_batch_decode_of_mixed_methods(tiny, quick_cfg):
-    one = encode_texts(tiny, TEXTS[:2], quick_cfg)
+def test_batch_decode_of_mixed_methods_and_sinks(tiny, quick_cfg):
+    """One decode call over encodings of both methods, with and without a sink: exact."""
+    plain = quick_cfg.with_(recipe=quick_cfg.recipe.with_(sink=False))
+    one = encode_texts(tiny, TEXTS[:2], quick_cfg) + encode_texts(tiny, TEXTS[:1], plain)
     ar = encode_texts(tiny, TEXTS[2:], quick_cfg.with_(method=Method.AUTOREGRESSIVE))
-    assert [d.text for d in decode(tiny, one + ar)] == TEXTS
+    ar += encode_texts(tiny, TEXTS[2:], plain.with_(method=Method.AUTOREGRESSIVE))
+    assert [e.sink for e in one + ar] == [True, True, False, True, False]
+    for enc, res in zip(one + ar, decode(tiny, one + ar)):
+        assert res.c_tokens == enc.c_tokens  # decode rebuilds what the optimiser measured
+    assert [d.text for d in decode(tiny, one + ar)] == TEXTS[:2] + TEXTS[:1] + TEXTS[2:] * 2
 
 
 def test_gpt_neox_architecture_works_too(tiny_neox, quick_cfg):
@@ -71,3 +80,15 @@ def test_decode_vectors_validates_shape_and_values(tiny, quick_cfg):
         decode_vectors(tiny, torch.full_like(e, float("nan")), m, enc.lengths)
     with pytest.raises(BadVectors):
         decode_vectors(tiny, e, m, [0])
+
+
+def test_sink_is_stored_and_used_by_decode(tiny, quick_cfg):
+    cfg = quick_cfg.with_(recipe=quick_cfg.recipe.with_(sink=True))
+    [enc] = encode_texts(tiny, ["sink first"], cfg)
+    again = Encoding.from_bytes(enc.to_bytes())
+    assert again.sink and again.metadata()["sink"] is True
+    [d] = decode(tiny, [again])
+    assert d.text == "sink first" and d.c_tokens == enc.c_tokens  # the vectors alone, as at encode time
+    e, m = again.vectors["e"], again.vectors["m"]
+    with_sink = decode_ids(tiny, again.arrangement, e, m, again.lengths, sink=True)[0]
+    assert sum(a == b for a, b in zip(with_sink, tiny.tokenize("sink first"))) == enc.c_tokens

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from prototok import Encoding, decode, encode_texts, load_model
+from prototok import Encoding, decode, encode_texts
 from prototok.errors import BadVectors, CorruptEncoding, ModelMismatch
 
 

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from prototok import load_model
 from prototok.errors import UnknownModel
@@ -26,3 +27,11 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         load_model(str(tmp_path / "no-such-model"))
     with pytest.raises(UnknownModel):
         load_model(str(tmp_path / "missing.gguf"))
+
+
+def test_dtype_is_a_setting():
+    lm = load_model("tiny-llama", dtype="bfloat16")
+    assert lm.dtype == torch.bfloat16 and lm is not load_model("tiny-llama")  # cached per dtype
+    assert load_model("tiny-llama").dtype == torch.float32  # auto on cpu
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_model("tiny-llama", dtype="int3")

@@ -91,3 +91,14 @@ def test_cosine_schedule_warms_up_and_decays():
     f = lr_lambda(TUNED.with_(max_steps=100, warmup_steps=10, min_lr_ratio=0.1))
     assert f(0) == pytest.approx(0.1) and f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
     assert lr_lambda(PAPER)(4000) == 1.0
+
+
+def test_e_has_its_own_init_and_learning_rate(tiny):
+    """e's own position predicts t1 alone, so the recipe may start and move it differently from m."""
+    recipe = PAPER.with_(max_steps=3, seeds=1, init=Init.EMBEDDING, init_e=Init.NORMAL, lr_e_scale=1e-9)
+    [still] = optimize(tiny, SEQS[:1], EncodeConfig(recipe=recipe))
+    e0 = init_vectors(tiny, recipe, 1, recipe.seed, Init.NORMAL)[0]
+    assert torch.allclose(still.vectors["e"], e0, atol=1e-5)  # lr x 1e-9: e barely moves
+    assert abs(e0.std().item() - 1.0) < 0.2  # N(0, 1), while m starts at the embedding scale
+    moved = optimize(tiny, SEQS[:1], EncodeConfig(recipe=recipe.with_(lr_e_scale=1.0)))[0]
+    assert not torch.allclose(moved.vectors["e"], e0, atol=1e-5)
