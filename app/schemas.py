@@ -38,12 +38,13 @@ class EncodeOptions(Strict):
         None, description="for a batch: one m (or e) shared by the texts of a group (paper, Table 2)")
     group_size: int | None = Field(None, ge=0, description="texts per sharing group; 0 = the whole batch")
     chunk_tokens: int | None = Field(None, ge=1, le=4096, description="longer texts are split into chunks")
+    sink: bool | None = Field(None, description="a frozen BOS embedding before [e, m, ...] (tuned: on, paper: off)")
 
     def to_config(self, settings: Settings) -> EncodeConfig:
         """The exact config a worker will run, with the step budget capped."""
         base = RECIPES[self.recipe or settings.recipe]
         steps = min(self.max_steps or base.max_steps, settings.max_steps_limit)
-        recipe = base.with_(max_steps=steps, seeds=self.seeds, seed=self.seed, lr=self.lr)
+        recipe = base.with_(max_steps=steps, seeds=self.seeds, seed=self.seed, lr=self.lr, sink=self.sink)
         return EncodeConfig(recipe=recipe).with_(
             arrangement=self.arrangement, method=self.method, share=self.share, group_size=self.group_size,
             chunk_tokens=self.chunk_tokens)
@@ -118,6 +119,7 @@ class EmbeddingView(BaseModel):
     model: str
     method: str
     arrangement: str
+    sink: bool = Field(description="a frozen BOS embedding stands before [e, m, ...] (pass it to POST /v1/decode)")
     length: int = Field(description="tokens in the text")
     lengths: list[int] = Field(description="tokens per chunk; one (e, m) pair per chunk")
     hidden_size: int
@@ -166,6 +168,9 @@ class DecodeRequest(Strict):
     length: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] = Field(
         description="tokens to rebuild; one per chunk")
     arrangement: Arrangement = Arrangement.E_MN1
+    sink: bool = Field(True, description="the model's BOS embedding stands before [e, m, ...], as in encodings "
+                                         "made with the default (tuned) recipe; false for the paper's recipe. "
+                                         "GET /v1/embeddings/{id} says which.")
 
     def lengths(self) -> list[int]:
         return [self.length] if isinstance(self.length, int) else list(self.length)

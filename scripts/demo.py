@@ -1,6 +1,6 @@
 """Walk one real text through a running prototok service and print every step.
 
-    python scripts/demo.py [--url http://127.0.0.1:8000] [--text "..."] [--max-steps 150]
+    python scripts/demo.py [--url http://127.0.0.1:8000] [--text "..."] [--max-steps 300] [--seeds 4]
 
 POST /v1/encode -> poll GET /v1/jobs/{id} (progress) -> GET /v1/embeddings/{id} ->
 GET /v1/embeddings/{id}/text, then check the rebuilt text is exactly the original.
@@ -48,8 +48,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="http://127.0.0.1:8000")
     ap.add_argument("--text", default=DEFAULT_TEXT)
-    ap.add_argument("--max-steps", type=int, default=150)
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--max-steps", type=int, default=300)
+    ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=1800)
     args = ap.parse_args()
     http = httpx.Client(base_url=args.url, timeout=300)

@@ -50,6 +50,7 @@ def service_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOTOK_")}
     env.update(PROTOTOK_REDIS_URL=SERVICE_REDIS_URL, PROTOTOK_MODEL="tiny-llama", PROTOTOK_HEARTBEAT_TTL_S="4",
                PROTOTOK_PROGRESS_EVERY="5", PROTOTOK_API_PRELOAD="false", PROTOTOK_MAX_TEXT_CHARS="300",
+               PROTOTOK_MAX_BODY_BYTES="100000",
                PROTOTOK_MAX_BATCH_TEXTS="4", PROTOTOK_MAX_STEPS_LIMIT="5000", OMP_NUM_THREADS="1",
                PYTHONUNBUFFERED="1")
     if "PROTOTOK_CACHE_DIR" in os.environ:
@@ -154,7 +155,7 @@ def wait_served(api: Api, model: str, proc: Proc, timeout: float = 600) -> None:
     wait_for(lambda: model in api.served(), timeout, f"a worker to serve {model}", proc, every=1)
 
 
-def wait_job(api: Api, job_id: str, timeout: float, proc: Proc | None = None) -> dict:
+def wait_job(api: Api, job_id: str, timeout: float, proc: Proc | None = None, every: float = 0.25) -> dict:
     """Poll a job to an end state; return the last answer and the steps seen on the way."""
     seen: list[int] = []
 
@@ -163,7 +164,7 @@ def wait_job(api: Api, job_id: str, timeout: float, proc: Proc | None = None) ->
         seen.append(body["progress"]["step"])
         return body if body["status"] in ("finished", "failed") else None
 
-    body = wait_for(ended, timeout, f"job {job_id} to end", proc, every=0.25)
+    body = wait_for(ended, timeout, f"job {job_id} to end", proc, every=every)
     body["_steps_seen"] = seen
     return body
 

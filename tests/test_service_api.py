@@ -28,19 +28,24 @@ def encode(api, body: dict) -> str:
     return r.json()["job_id"]
 
 
+STEPS = 600  # a few seconds of tiny-model work: long enough to watch progress move
+
+
 @pytest.fixture(scope="module")
 def finished(api, tiny_worker) -> dict:
-    """One job of 100 steps, polled to the end."""
-    job_id = encode(api, {"text": TEXT, "options": {"max_steps": 100, "seeds": 2}})
-    return wait_job(api, job_id, 300, tiny_worker)
+    """One job of STEPS steps, polled often to the end."""
+    job_id = encode(api, {"text": TEXT, "options": {"max_steps": STEPS, "seeds": 2}})
+    return wait_job(api, job_id, 300, tiny_worker, every=0.05)
 
 
 def test_job_runs_reports_progress_and_finishes(finished):
     assert finished["status"] == "finished", finished
-    assert finished["progress"]["max_steps"] == 100
-    assert finished["progress"]["step"] == 100  # random tiny model: never solved early
-    steps = [s for s in finished["_steps_seen"] if 0 < s < 100]
+    assert finished["progress"]["max_steps"] == STEPS
+    last = finished["progress"]["step"]
+    assert 0 < last <= STEPS
+    steps = [s for s in finished["_steps_seen"] if 0 < s < last]
     assert len(set(steps)) >= 2, f"progress should move while running, saw {finished['_steps_seen']}"
+    assert steps == sorted(steps), "progress never goes back"
     assert len(finished["embedding_ids"]) == 1
 
 
@@ -79,7 +84,9 @@ def test_decode_an_uploaded_safetensors(api, finished):
 def test_decode_client_vectors_matches_the_core(api, finished):
     """JSON vectors decode to what the vectors alone give (no corrections), as the core says."""
     emb = api.http.get(f"/v1/embeddings/{finished['embedding_ids'][0]}").json()
-    body = {"model": "tiny-llama", "e": emb["vectors"]["e"][0], "m": emb["vectors"]["m"], "length": emb["length"]}
+    assert emb["sink"] is True  # the default (tuned) recipe
+    body = {"model": "tiny-llama", "e": emb["vectors"]["e"][0], "m": emb["vectors"]["m"], "length": emb["length"],
+            "sink": emb["sink"]}
     r = api.http.post("/v1/decode", json=body)
     assert r.status_code == 200, r.text
     import torch
@@ -87,7 +94,7 @@ def test_decode_client_vectors_matches_the_core(api, finished):
     from prototok import decode_vectors
     lm = load_model("tiny-llama")
     expected = decode_vectors(lm, torch.tensor(emb["vectors"]["e"]), torch.tensor(emb["vectors"]["m"]),
-                              [emb["length"]])
+                              [emb["length"]], sink=True)
     assert r.json()["text"] == expected and r.json()["length"] == emb["length"]
 
 
@@ -135,6 +142,7 @@ NOT_SERVED = "some-org/not-served-model"
     ("post", "/v1/encode", {"json": {"texts": ["ok", ""]}}, 422, "empty_text"),
     ("post", "/v1/encode", {"json": {"text": "x" * 301}}, 413, "text_too_long"),
     ("post", "/v1/encode", {"json": {"texts": ["a"] * 5}}, 413, "too_many_texts"),
+    ("post", "/v1/encode", {"json": {"text": "x" * 200_000}}, 413, "body_too_large"),
     ("post", "/v1/encode", {"json": {"text": "hi", "model": "no-such-model"}}, 404, "unknown_model"),
     ("post", "/v1/encode", {"json": {"text": "hi", "model": NOT_SERVED}}, 409, "model_not_served"),
     ("post", "/v1/encode", {"content": b'{"text": "hi"', "headers": {"content-type": "application/json"}},

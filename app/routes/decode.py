@@ -52,7 +52,7 @@ def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> Decoded
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise BadVectors(f"e and m must be rectangular arrays of numbers: {exc}") from exc
     start = time.perf_counter()
-    text = decode_vectors(lm, e, m, req.lengths(), req.arrangement)
+    text = decode_vectors(lm, e, m, req.lengths(), req.arrangement, req.sink)
     seconds = time.perf_counter() - start
     DECODE_SECONDS.labels("vectors").observe(seconds)
     return Decoded(text=text, model=lm.name, length=sum(req.lengths()), decode_ms=round(seconds * 1000, 3))
