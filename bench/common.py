@@ -13,8 +13,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -45,7 +45,7 @@ def write(name: str, record: dict, markdown: str) -> None:
     raw.write_text(json.dumps(runs, indent=1))
     m = record["machine"]
     head = (f"_Measured {m['date']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, "
-            f"{m['torch_threads']} threads, GPU: {m['gpu'] or 'none'}; 1-min load at start {m['load_avg_1m']})._\n\n")
+            f"{m['torch_threads']} threads, GPU: {m['gpu'] or 'none'}; 1-min load average when written {m['load_avg_1m']})._\n\n")
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{head}{markdown}\n")
 
 

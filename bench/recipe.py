@@ -1,25 +1,38 @@
 """Does the recipe reconstruct 10 sentences losslessly on the embedded model, and how fast?
 
 Each sentence is encoded on its own (its restarts side by side in one batch), with the
-tuned recipe and with the paper's recipe, under the same step cap for the paper where
+tuned recipe and with the paper's recipe, the paper's capped at --paper-max-steps where
 its 5000 steps would not fit in a CPU run. Accuracy is what the proto-tokens
-reconstruct alone (before corrections).
-Run: python -m bench.recipe [--recipes tuned paper] [--paper-max-steps 600]
+reconstruct alone (before corrections). A recipe is a preset name, optionally with
+changed fields for ablations: `tuned:sink=false,max_steps=300`.
+Run: python -m bench.recipe [--recipes tuned paper tuned:sink=false] [--paper-max-steps 600]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 
-from prototok import RECIPES, EncodeConfig, encode_texts, load_model
+from prototok import RECIPES, EncodeConfig, Recipe, encode_texts, load_model
 
 from .common import machine, table, write
 from .sentences import SENTENCES
 
 
-def run(lm, name: str, max_steps: int | None, texts: list[str]) -> list[dict]:
-    recipe = RECIPES[name].with_(max_steps=max_steps)
+def parse(spec: str, paper_max_steps: int) -> Recipe:
+    """'tuned' or 'paper:sink=true,lr=0.05' -> a Recipe (the paper's capped at paper_max_steps)."""
+    name, _, changes = spec.partition(":")
+    recipe = RECIPES[name].with_(max_steps=paper_max_steps if name == "paper" else None)
+    for item in filter(None, changes.split(",")):
+        key, _, value = item.partition("=")
+        cur = getattr(recipe, key)
+        parsed = value.lower() == "true" if isinstance(cur, bool) else type(cur)(value) if cur is not None else value
+        recipe = dataclasses.replace(recipe, **{key: parsed})
+    return recipe
+
+
+def run(lm, name: str, recipe: Recipe, texts: list[str]) -> list[dict]:
     rows = []
     for i, text in enumerate(texts):
         [enc] = encode_texts(lm, [text], EncodeConfig(recipe=recipe))
@@ -47,11 +60,11 @@ def main() -> None:
     lm = load_model(args.model)
     texts = SENTENCES[: args.texts]
     all_rows, summary = [], []
-    for name in args.recipes:
-        cap = args.paper_max_steps if name == "paper" else None
-        rows = run(lm, name, cap, texts)
+    for spec in args.recipes:
+        recipe = parse(spec, args.paper_max_steps)
+        rows = run(lm, spec, recipe, texts)
         all_rows += rows
-        summary.append(summarise(rows, RECIPES[name].with_(max_steps=cap).to_dict()))
+        summary.append(summarise(rows, recipe.to_dict()))
     md = table(summary, ["recipe", "lossless", "mean_accuracy", "median_steps", "median_seconds", "max_seconds"])
     md += "\n\nRecipes:\n\n" + "\n".join(f"- `{s['recipe']}`: `{s['settings']}`" for s in summary)
     md += "\n\nPer sentence:\n\n" + table(all_rows, ["recipe", "text", "n_tokens", "accuracy", "lossless", "steps", "seconds"])

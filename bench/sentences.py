@@ -12,3 +12,21 @@ SENTENCES = [
     "The miller counted his sacks of flour twice, for he trusted no one in the town.",
     "Snow had covered the road by morning, and the travellers set out on foot.",
 ]
+
+
+def texts_of_about(lm, n: int, tokens: int) -> list[str]:
+    """n texts of about `tokens` tokens: the sentences above, then whole-word prefixes of the
+    shipped public-domain passages (prototok/data/prose.jsonl), so any n is available."""
+    from prototok.experiments.datasets import passages
+
+    out = list(SENTENCES[:n])
+    for p in passages():
+        if len(out) >= n:
+            break
+        words, text = p["text"].split(), ""
+        for w in words:
+            text = f"{text} {w}".strip()
+            if len(lm.tokenize(text)) >= tokens:
+                break
+        out.append(text)
+    return out
