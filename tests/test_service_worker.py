@@ -52,3 +52,22 @@ def test_killed_worker_leaves_its_job_failed_with_a_reason(api, service_logs):
     wait_for(lambda: "tiny-gpt-neox" not in api.served(), 3 * HEARTBEAT_TTL_S, "the dead worker to drop out")
     r = api.http.post("/v1/encode", json={"text": "x", "model": "tiny-gpt-neox"})
     assert r.status_code == 409 and r.json()["code"] == "model_not_served"
+
+
+def test_job_past_its_time_limit_fails_and_the_worker_goes_on(service_logs, tiny_worker):
+    """PROTOTOK_JOB_TIMEOUT_S: RQ ends the job (job_timeout); the same worker takes the next job."""
+    from conftest import Api
+
+    short = Api(service_logs / "api-short-timeout.log", PROTOTOK_JOB_TIMEOUT_S="2").start()
+    try:
+        text = "a text long enough that a random tiny model keeps optimising it for a long while"
+        job_id = short.http.post("/v1/encode", json={"text": text, "options": {"max_steps": 5000, "seeds": 1}}).json()["job_id"]
+        body = wait_job(short, job_id, 120, tiny_worker)
+        assert body["status"] == "failed", body
+        assert body["error_code"] == "job_timeout" and "2 s" in body["error"], body
+        assert 0 < body["progress"]["step"] < 5000
+        after = short.http.post("/v1/encode", json={"text": "next", "options": {"max_steps": 3}}).json()["job_id"]
+        assert wait_job(short, after, 120, tiny_worker)["status"] == "finished"
+    finally:
+        short.proc.stop()
+        short.http.close()
