@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 import prototok
 
 from .decoding import preload
 from .deps import settings_dep
-from .errors import error_body, install_error_handlers
+from .errors import install_error_handlers
+from .limits import BodyLimit
 from .routes import decode, embeddings, encode, health, jobs
 
 DESCRIPTION = """Compress a text into two learned proto-token vectors (`e`, `m`) of a frozen LLM and
@@ -32,16 +32,6 @@ async def lifespan(_: FastAPI):
 
 app = FastAPI(title="prototok", version=prototok.__version__, description=DESCRIPTION, lifespan=lifespan)
 install_error_handlers(app)
+app.add_middleware(BodyLimit)
 for module in (encode, jobs, embeddings, decode, health):
     app.include_router(module.router)
-
-
-@app.middleware("http")
-async def limit_body(request: Request, call_next):
-    """Refuse an oversized body from its Content-Length, before anything reads it into memory."""
-    limit = settings_dep().max_body_bytes
-    size = request.headers.get("content-length", "")
-    if size.isdigit() and int(size) > limit:
-        msg = f"request body of {size} bytes is over the limit of {limit} (PROTOTOK_MAX_BODY_BYTES)"
-        return JSONResponse(error_body("body_too_large", msg), status_code=413)
-    return await call_next(request)

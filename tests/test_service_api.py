@@ -187,6 +187,25 @@ def test_bad_input_is_a_4xx_with_a_stable_code(api, tiny_worker, method, path, k
     assert body["code"] == code and body["message"], body
 
 
+@pytest.mark.parametrize("path,content_type", [
+    ("/v1/encode", "application/json"),
+    ("/v1/decode", "application/json"),
+    ("/v1/decode", "application/octet-stream"),
+])
+def test_streamed_body_over_the_limit_is_stopped(api, path, content_type):
+    """No Content-Length (chunked upload): the API counts bytes as they arrive and answers 413."""
+    def chunks():
+        yield b'{"text": "'
+        for _ in range(30):
+            yield b"x" * 10_000  # 300 KB in all, over service_env's 100 KB limit
+        yield b'"}'
+
+    r = api.http.post(path, content=chunks(), headers={"content-type": content_type})
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413, r.text
+    assert r.json()["code"] == "body_too_large" and "PROTOTOK_MAX_BODY_BYTES" in r.json()["message"]
+
+
 def test_damaged_blob_fails_its_checksum(api, service_redis):
     """A stored encoding whose bytes changed in Redis is refused, never decoded into other text."""
     from app.store import EncodingStore
