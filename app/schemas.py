@@ -109,6 +109,8 @@ class JobView(BaseModel):
     embedding_ids: list[str] | None = None
     error: str | None = Field(None, description="why it failed, for people")
     error_code: str | None = Field(None, description="why it failed, stable: invalid_input, worker_died, job_timeout, ...")
+    waiting_for_worker: bool = Field(False, description="queued while no live worker serves its model: "
+                                     "it stays queued (nothing is lost) and runs when such a worker starts")
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None

@@ -28,7 +28,8 @@ def test_jobs_run_in_the_worker_process_itself(api, tiny_worker):
 
 
 def test_killed_worker_leaves_its_job_failed_with_a_reason(api, service_logs):
-    """kill -9 mid-job: the job must turn `failed` (worker_died), not stay `running` forever."""
+    """kill -9 mid-job: the job must turn `failed` (worker_died), not stay `running` forever;
+    the job queued behind it stays queued, flagged as waiting for a worker."""
     worker = start_worker(service_logs, "tiny-gpt-neox")
     try:
         wait_served(api, "tiny-gpt-neox", worker)
@@ -41,6 +42,8 @@ def test_killed_worker_leaves_its_job_failed_with_a_reason(api, service_logs):
             return body["status"] == "running" and body["progress"]["step"] >= 5
 
         wait_for(running_with_progress, 120, "the job to run", worker)
+        behind = api.http.post("/v1/encode", json={"text": "next in line", "model": "tiny-gpt-neox"}).json()["job_id"]
+        assert api.http.get(f"/v1/jobs/{behind}").json()["waiting_for_worker"] is False
         worker.kill9()
         killed_at = time.monotonic()
         body = wait_job(api, job_id, 10 * HEARTBEAT_TTL_S)
@@ -52,6 +55,8 @@ def test_killed_worker_leaves_its_job_failed_with_a_reason(api, service_logs):
     wait_for(lambda: "tiny-gpt-neox" not in api.served(), 3 * HEARTBEAT_TTL_S, "the dead worker to drop out")
     r = api.http.post("/v1/encode", json={"text": "x", "model": "tiny-gpt-neox"})
     assert r.status_code == 409 and r.json()["code"] == "model_not_served"
+    queued = api.http.get(f"/v1/jobs/{behind}").json()  # kept, and says why it does not move
+    assert queued["status"] == "queued" and queued["waiting_for_worker"] is True, queued
 
 
 def test_job_past_its_time_limit_fails_and_the_worker_goes_on(service_logs, tiny_worker):

@@ -16,6 +16,7 @@ from rq.results import Result
 
 from ..deps import RedisDep
 from ..errors import JobNotFound
+from ..queues import served_models
 from ..schemas import ErrorBody, JobView, Progress
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -64,7 +65,9 @@ def get_job(job_id: str, conn: RedisDep) -> JobView:
     progress = Progress(**job.meta.get("progress", {"max_steps": 0}))
     view = JobView(job_id=job.id, status=status, model=job.meta.get("model"), progress=progress,
                    enqueued_at=job.enqueued_at, started_at=job.started_at, ended_at=job.ended_at)
-    if status == "finished":
+    if status == "queued":
+        view.waiting_for_worker = view.model is not None and view.model not in served_models(conn)
+    elif status == "finished":
         view.embedding_ids = job.meta.get("embedding_ids") or job.return_value()
     elif status == "failed":
         view.error_code, view.error = failure(job, progress.step)
