@@ -1,8 +1,8 @@
 """Encode throughput: B texts optimised in one batch vs. the same texts one at a time.
 
 Each text gets its own e and m and its restarts; a batch of B texts is B x seeds rows of one
-optimisation, and a text leaves the batch's accounting when it is exact (its rows keep
-running until the whole batch stops, which is the price of batching). Throughput is texts
+optimisation, and a text's rows leave the forward pass once it is exact, so the batch shrinks
+until its slowest text is done (the price of batching is waiting for it). Throughput is texts
 per second until every text of the batch reconstructs losslessly from its proto-tokens
 (or the step budget ends: `lossless` says how many made it).
 Run: python -m bench.batching [--sizes 1 8 32] [--sequential 8] [--max-steps N]
