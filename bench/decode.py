@@ -31,8 +31,8 @@ def main() -> None:
     for n in args.lengths:
         e, m = torch.randn(1, d) * std, torch.randn(1, d) * std
         mem = torch.randn(1, 1, d) * std
-        one = median_time(lambda: decode_ids(lm, Arrangement.E_MN1, e, m, [n]), args.repeats)
-        ar = median_time(lambda: generate(lm, mem, n), args.repeats)
+        one = median_time(lambda e=e, m=m, n=n: decode_ids(lm, Arrangement.E_MN1, e, m, [n]), args.repeats)
+        ar = median_time(lambda mem=mem, n=n: generate(lm, mem, n), args.repeats)
         rows.append({"length": n, "one_pass_ms": one * 1e3, "autoregressive_ms": ar * 1e3, "speedup": ar / one})
         print(rows[-1], flush=True)
     mean = statistics.mean(r["speedup"] for r in rows)

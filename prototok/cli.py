@@ -45,7 +45,7 @@ def friendly_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(130)
-        except Exception as exc:  # a bug, but still no traceback for the user
+        except Exception as exc:  # noqa: BLE001 -- a bug, but still no traceback for the user
             typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             raise typer.Exit(1)
 

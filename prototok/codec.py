@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 
@@ -142,7 +143,7 @@ def _raw_decode(lm: LanguageModel, encs: list[Encoding]) -> list[tuple[list[int]
         else:
             mems = [encs[i].vectors["mem"][j] for i, j in mine]
             out.update(zip(mine, _generate_grouped(lm, mems, lengths, fixes, sink)))
-    return [tuple(sum((out[(i, j)][part] for j in range(len(enc.lengths))), []) for part in (0, 1))
+    return [tuple(list(chain.from_iterable(out[(i, j)][part] for j in range(len(enc.lengths)))) for part in (0, 1))
             for i, enc in enumerate(encs)]
 
 

@@ -227,8 +227,8 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_config(name: str):
     """Configs of the tiny test models: real architectures, toy sizes."""
-    common = dict(vocab_size=257, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=1024, bos_token_id=256, eos_token_id=256)
+    common = {"vocab_size": 257, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "max_position_embeddings": 1024, "bos_token_id": 256, "eos_token_id": 256}
     if name == "tiny-llama":
         return LlamaConfig(intermediate_size=64, num_key_value_heads=2, tie_word_embeddings=True, **common)
     return GPTNeoXConfig(intermediate_size=64, **common)

@@ -85,8 +85,8 @@ def _report(run: Run, args: Args) -> Path:
     ratios = [a["throughput"] / b["throughput"] for _, a, b in pairs]
     if not pairs:  # e.g. no text had a lossless length under both methods in the capacity run
         return run.summary("Reconstruction throughput (Figure 3)", [
-            "No text has a timing under both methods (in a capacity run: no text reached a lossless length "
-            "with both one-step and [mem]); nothing to compare. Time fixed lengths with `--lengths`."])
+            ("No text has a timing under both methods (in a capacity run: no text reached a lossless length "
+             "with both one-step and [mem]); nothing to compare. Time fixed lengths with `--lengths`.")])
     figure(run.out / "throughput.png", f"Reconstruction throughput ({run.lm.name}, {run.lm.device})", [
         Panel("reconstructed length (tokens)", "throughput (tokens/s)", logx=True, logy=True, points={
             "one forward pass": ([a["length"] for _, a, _ in pairs], [a["throughput"] for _, a, _ in pairs]),
