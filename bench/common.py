@@ -37,11 +37,14 @@ def machine() -> dict:
     }
 
 
-def write(name: str, record: dict, markdown: str) -> None:
-    """Append the raw record to <name>.json and replace <name>.md with this run."""
+def write(name: str, record: dict, markdown: str, append: bool = True) -> None:
+    """Append the raw record to <name>.json (or, append=False, replace this run's last
+    record: a run that reports as it goes) and replace <name>.md with this run."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / f"{name}.json"
     runs = json.loads(raw.read_text()) if raw.exists() else []
+    if not append and runs and runs[-1].get("started") == record.get("started"):
+        runs.pop()
     runs.append(record)
     raw.write_text(json.dumps(runs, indent=1))
     m = record["machine"]
