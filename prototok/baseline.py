@@ -9,9 +9,11 @@ recipe's `sink`, the same frozen BOS embedding stands before [mem] as before [e,
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
 
 from .models import LanguageModel
 from .optimize import init_vectors
@@ -77,6 +79,11 @@ def with_sink(mem: torch.Tensor, sink: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([sink.to(mem.device, mem.dtype).expand(len(mem), 1, -1), mem], 1)
 
 
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers 5.x renamed `past_key_values` to `cache` (the old name warns, then goes)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.inference_mode()
 def generate(lm: LanguageModel, mem: torch.Tensor, length: int, forced: list[dict[int, int]] | None = None,
              sink: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,12 +94,12 @@ def generate(lm: LanguageModel, mem: torch.Tensor, length: int, forced: list[dic
     """
     forced = forced or [{} for _ in range(mem.shape[0])]
     mem = with_sink(mem.to(lm.device, torch.float32), lm.sink_embedding() if sink else None)
-    out = lm.model(inputs_embeds=mem.to(lm.dtype), use_cache=True)
+    cache = {_cache_kwarg(lm.model): DynamicCache()}  # filled in place by every forward
+    out = lm.model(inputs_embeds=mem.to(lm.dtype), use_cache=True, **cache)
     raw, emitted = [], []
     for i in range(length):
         if i:
-            out = lm.model(inputs_embeds=lm.embed(emitted[-1][:, None]), past_key_values=out.past_key_values,
-                           use_cache=True)
+            out = lm.model(inputs_embeds=lm.embed(emitted[-1][:, None]), use_cache=True, **cache)
         guess = out.logits[:, -1].argmax(-1)  # (B,)
         fix = torch.tensor([f.get(i, -1) for f in forced], device=guess.device)
         raw.append(guess)

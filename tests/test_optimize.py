@@ -102,3 +102,19 @@ def test_e_has_its_own_init_and_learning_rate(tiny):
     assert abs(e0.std().item() - 1.0) < 0.2  # N(0, 1), while m starts at the embedding scale
     moved = optimize(tiny, SEQS[:1], EncodeConfig(recipe=recipe.with_(lr_e_scale=1.0)))[0]
     assert not torch.allclose(moved.vectors["e"], e0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["tiny", "tiny_neox"])
+@pytest.mark.parametrize("sink", [False, True])
+def test_cached_greedy_generation_matches_one_teacher_forced_pass(request, family, sink):
+    """The KV-cached [mem] decoder must emit what a full pass over [mem, emitted] predicts."""
+    from prototok.baseline import generate, with_sink
+
+    tiny = request.getfixturevalue(family)
+    mem = torch.randn(3, 2, tiny.hidden_size) * tiny.embedding_std
+    raw, emitted = generate(tiny, mem, 6, sink=sink)
+    prefix = with_sink(mem, tiny.sink_embedding() if sink else None)
+    full = torch.cat([prefix.to(tiny.dtype), tiny.embed(emitted[:, :-1]).to(tiny.dtype)], 1)
+    with torch.no_grad():
+        logits = tiny.model(inputs_embeds=full).logits[:, prefix.shape[1] - 1:]
+    assert torch.equal(logits.argmax(-1), raw) and torch.equal(raw, emitted)
