@@ -8,6 +8,7 @@ and answers 500 with code `internal_error`, still as JSON.
 from __future__ import annotations
 
 import logging
+import re
 
 import redis
 from fastapi import FastAPI, Request
@@ -162,14 +163,28 @@ def _unparsable_body(exc: StarletteHTTPException) -> str | None:
     return None
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+def allowed_methods(request: Request) -> str:
+    """Every method the API documents at this path. Starlette's 405 names only the first
+    matching route's, and GET and DELETE of one path are two routes here."""
+    methods: set[str] = set()
+    for template, ops in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in ops}
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
              415: "unsupported_media_type"}
     malformed = _unparsable_body(exc)
     if malformed:
         return JSONResponse(error_body("malformed_json", malformed), status_code=400)
     code = getattr(exc, "code", None) or codes.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers or None)
 
 
 async def _redis_down(_: Request, exc: redis.exceptions.RedisError) -> JSONResponse:

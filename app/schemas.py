@@ -66,16 +66,24 @@ class EncodeOptions(Strict):
             chunk_tokens=self.chunk_tokens)
 
 
+def _no_default(schema: dict) -> None:
+    """An optional field that may be left out but not sent as null: no `default: null` in the docs."""
+    schema.pop("default", None)
+
+
 class EncodeRequest(Strict):
     """One text, or a batch of texts optimised together in one job."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"text": EXAMPLE_TEXT, "options": {"max_steps": 200}},
-        {"texts": ["first text", "second text"], "model": "smollm2-135m-instruct", "options": {"seeds": 2}},
-    ]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],  # exactly one of them
+        "examples": [
+            {"text": EXAMPLE_TEXT, "options": {"max_steps": 200}},
+            {"texts": ["first text", "second text"], "model": "smollm2-135m-instruct", "options": {"seeds": 2}},
+        ]})
 
-    text: Text | None = Field(None, description="the text to compress")
-    texts: list[Text] | None = Field(None, min_length=1, description="several texts, one job")
+    text: Text = Field(None, description="the text to compress", json_schema_extra=_no_default)
+    texts: list[Text] = Field(None, min_length=1, description="several texts, one job",
+                              json_schema_extra=_no_default)
     model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
         None, description="model to encode with; default PROTOTOK_MODEL")
     options: EncodeOptions = Field(default_factory=EncodeOptions)

@@ -25,6 +25,9 @@ from ..schemas import EncodeRequest, ErrorBody, JobAccepted
 router = APIRouter(prefix="/v1", tags=["encode"])
 
 ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429)}
+ACCEPTED = {202: {"description": "queued; poll the job (also in the Location header)", "links": {
+    "GetJob": {"operationRef": "#/paths/~1v1~1jobs~1{job_id}/get", "parameters": {"job_id": "$response.body#/job_id"},
+               "description": "the job's state, progress and, once finished, its embedding ids"}}}}
 
 
 def check_texts(texts: list[str], settings: Settings) -> None:
@@ -45,7 +48,7 @@ def check_served(model: str, served: set[str]) -> None:
     raise UnknownModel(f"unknown model '{model}'; built in: {', '.join(known_models())}")
 
 
-@router.post("/encode", status_code=202, response_model=JobAccepted, responses=ERRORS,
+@router.post("/encode", status_code=202, response_model=JobAccepted, responses={**ACCEPTED, **ERRORS},
              summary="Queue texts for compression into proto-tokens")
 def encode(body: EncodeRequest, response: Response, settings: SettingsDep, conn: RedisDep,
            queues: QueuesDep, caller: CallerDep) -> JobAccepted:
