@@ -3,6 +3,8 @@
 # SmolLM2 (Redis if none runs, one worker, the API), walk a real text through encode,
 # job polling and decode (scripts/demo.py), then stop everything this script started.
 # Extra arguments go to demo.py (--text "...", --max-steps N).
+# API keys: with auth on (the default) the demo makes a key of its own (`prototok keys create`)
+# and revokes it when done; PROTOTOK_AUTH=off runs the whole service as an open local sandbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -13,9 +15,11 @@ mkdir -p "$LOGS"
 export PROTOTOK_REDIS_URL=${PROTOTOK_REDIS_URL:-redis://127.0.0.1:6379/0}
 PIDS=()
 STARTED_REDIS=0
+KEY_NAME=""
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$KEY_NAME" ]; then prototok keys revoke "$KEY_NAME" 2>/dev/null || true; fi
   if [ "$STARTED_REDIS" = 1 ]; then redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
@@ -30,6 +34,14 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 else
   echo "demo: using the redis already on 127.0.0.1:6379"
 fi
+
+case "${PROTOTOK_AUTH:-on}" in
+  off|false|0|no) echo "demo: PROTOTOK_AUTH=$PROTOTOK_AUTH: no API keys (open sandbox)" ;;
+  *) KEY_NAME="demo-$(date +%s)-$$"
+     PROTOTOK_API_KEY=$(prototok keys create "$KEY_NAME")
+     export PROTOTOK_API_KEY
+     echo "demo: made API key '$KEY_NAME' for this run (revoked at the end)" ;;
+esac
 
 PORT=${PROTOTOK_DEMO_PORT:-$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
 python -m worker >"$LOGS/worker.log" 2>&1 &
