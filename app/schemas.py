@@ -147,6 +147,10 @@ class EmbeddingView(BaseModel):
     created: float
     sha256: str = Field(description="checksum of the stored .safetensors bytes")
     vectors: dict[str, list] = Field(description="e and m as (chunks, hidden_size) lists; mem for autoregressive")
+    dtype: str | None = Field(None, description="how the file stores the vectors (float32, ...), when it says")
+    size: dict[str, float] | None = Field(None, description=(
+        "sizes the encoding records, when it does: vectors_bytes, file_bytes, text_bytes, gzip_bytes, "
+        "zstd_bytes, bits_per_char"))
 
 
 class TextView(BaseModel):
