@@ -13,7 +13,7 @@ from .decoding import preload
 from .deps import settings_dep
 from .errors import install_error_handlers
 from .limits import BodyLimit
-from .routes import decode, embeddings, encode, health, jobs
+from .routes import decode, embeddings, encode, health, jobs, page
 
 DESCRIPTION = """Compress a text into two learned proto-token vectors (`e`, `m`) of a frozen LLM and
 rebuild it in one forward pass (Mezentsev & Oseledets 2025).
@@ -33,5 +33,6 @@ async def lifespan(_: FastAPI):
 app = FastAPI(title="prototok", version=prototok.__version__, description=DESCRIPTION, lifespan=lifespan)
 install_error_handlers(app)
 app.add_middleware(BodyLimit)
-for module in (encode, jobs, embeddings, decode, health):
+for module in (encode, jobs, embeddings, decode, health, page):
     app.include_router(module.router)
+app.mount("/static", page.static_files(), name="static")

@@ -34,6 +34,9 @@ class Progress:
     loss: float
     accuracy: list[float]  # best token accuracy so far, per sequence of this call
     done: int  # sequences already reconstructed
+    # (S, Nmax) token ids the best vectors so far rebuild, per sequence of this call (padded; CPU).
+    # A fresh tensor each step, cheap to build: convert it only when you report (the web page's token strip).
+    predicted: torch.Tensor | None = None
 
 
 ProgressFn = Callable[[Progress], None]
@@ -219,7 +222,8 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
         opt.step()
         sched.step()
         if progress:
-            progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s), int(solved.sum())))
+            progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s),
+                              int(solved.sum()), best.per_seq_pred(s)))
     return best.solutions(seqs, recipe, stop_step.tolist(), time.perf_counter() - start)
 
 
@@ -252,6 +256,13 @@ class _Best:
 
     def per_seq_acc(self, s: int) -> list[float]:
         return self.acc.view(-1, s).max(0).values.clamp(min=0).tolist()
+
+    def per_seq_pred(self, s: int) -> torch.Tensor:
+        """(S, width) predictions of each sequence's best restart, chosen as `solutions` does."""
+        acc, loss = self.acc.view(-1, s), self.loss.view(-1, s)  # (k, S)
+        top = acc == acc.max(0, keepdim=True).values  # (k, S): restarts at the best accuracy
+        restart = torch.where(top, loss, torch.full_like(loss, math.inf)).argmin(0)  # (S,) lowest loss among them
+        return self.pred[restart * s + torch.arange(s)]  # (S, width), a copy
 
     def solutions(self, seqs: list[list[int]], recipe: Recipe, stop_step: list[int],
                   seconds: float) -> list[Solution]:

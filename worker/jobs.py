@@ -13,30 +13,14 @@ import os
 import time
 
 from rq import get_current_job
-from rq.job import Job
 
 from app.metrics import record_encode
 from app.queues import config_from_dict
 from app.store import EncodingStore
-from prototok import Progress, PrototokError, decode, encode_texts, load_model
+from prototok import PrototokError, decode, encode_texts, load_model
 from prototok.settings import get_settings
 
-
-class ProgressReporter:
-    """A `ProgressFn` that saves the latest progress into the job's meta, not every step."""
-
-    def __init__(self, job: Job, every: int):
-        self.job, self.every = job, max(1, every)
-
-    def __call__(self, p: Progress) -> None:
-        if p.step % self.every and p.step not in (1, p.max_steps):
-            return
-        acc = sum(p.accuracy) / len(p.accuracy) if p.accuracy else 0.0
-        self.save(step=p.step, max_steps=p.max_steps, accuracy=round(acc, 4), loss=round(p.loss, 4), done=p.done)
-
-    def save(self, **progress: object) -> None:
-        self.job.meta["progress"] = {**self.job.meta.get("progress", {}), **progress}
-        self.job.save_meta()
+from .progress import ProgressReporter, strip
 
 
 def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
@@ -48,9 +32,13 @@ def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
     job.save_meta()
     lm = load_model(model)
     cfg = config_from_dict(config)
-    report = ProgressReporter(job, get_settings().progress_every)
+    tokens, first = strip(lm, texts[0], cfg)
+    report = ProgressReporter(job, get_settings().progress_every, first)
+    if tokens:
+        report.save(tokens=tokens, correct=[False] * len(tokens))
     try:
         encodings = encode_texts(lm, texts, cfg, progress=report)
+        report.flush()
         decode(lm, encodings)  # one forward pass: never store an encoding that does not rebuild its text
     except PrototokError as exc:
         job.meta["error"] = {"code": exc.code, "message": str(exc)}
