@@ -187,26 +187,33 @@ def decode(
     as_json: bool = typer.Option(False, "--json", help="Print JSON: text, accuracy, decode_seconds."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16 (default: the dtype the file was made in)."),
 ) -> None:
     """Rebuild the exact text in one forward pass (plus stored corrections)."""
     if server:
+        if dtype:
+            from .errors import InvalidInput
+
+            raise InvalidInput("--dtype is for local decoding; the server decodes in its own dtype")
         text, accuracy, seconds = _decode_on_server(server, api_key, file, model)
     else:
-        text, accuracy, seconds = _decode_here(file, model)
+        text, accuracy, seconds = _decode_here(file, model, dtype)
     if as_json:
         typer.echo(json.dumps({"text": text, "accuracy": accuracy, "decode_seconds": seconds}))
     else:
         sys.stdout.write(text + ("\n" if sys.stdout.isatty() else ""))
 
 
-def _decode_here(file: Path, model: str | None) -> tuple[str, float, float]:
+def _decode_here(file: Path, model: str | None, dtype: str | None = None) -> tuple[str, float, float]:
+    """Decode in the dtype the file was made in unless told otherwise: another dtype can flip
+    a low-margin token (then the checksum fails and the message names the dtype to use)."""
     from .codec import decode as decode_encodings
     from .encoding import Encoding
     from .models import canonical_name, load_model
 
     enc = Encoding.load(file)
     _quiet_libraries()
-    lm = load_model(canonical_name(model) if model else enc.model)
+    lm = load_model(canonical_name(model) if model else enc.model, dtype=dtype or enc.compute_dtype)
     [res] = decode_encodings(lm, [enc])
     return res.text, res.accuracy, res.seconds
 
