@@ -14,7 +14,7 @@ from .decoding import preload
 from .deps import settings_dep
 from .errors import install_error_handlers
 from .limits import BodyLimit
-from .routes import decode, embeddings, encode, health, jobs
+from .routes import decode, embeddings, encode, health, jobs, page
 from .schemas import ErrorBody
 
 DESCRIPTION = """Compress a text into two learned proto-token vectors (`e`, `m`) of a frozen LLM and
@@ -46,4 +46,6 @@ install_error_handlers(app)
 app.add_middleware(BodyLimit)
 for module in (encode, jobs, embeddings, decode):
     app.include_router(module.router, dependencies=V1_GUARD, responses=V1_ERRORS)
-app.include_router(health.router)
+for module in (health, page):  # open: probes, scrapers and the page itself hold no key
+    app.include_router(module.router)
+app.mount("/static", page.static_files(), name="static")

@@ -106,12 +106,25 @@ class JobAccepted(BaseModel):
     config: dict = Field(description="the encode config the worker will run (after defaults and caps)")
 
 
+class ProgressPoint(BaseModel):
+    step: int = Field(description="steps since the job started (counting on across batches of chunks)")
+    loss: float
+    accuracy: float
+
+
 class Progress(BaseModel):
     step: int = Field(0, description="optimisation steps done (of the current batch of chunks)")
     max_steps: int
     accuracy: float = Field(0.0, description="mean best token accuracy so far, vectors alone")
     loss: float | None = None
     done: int = Field(0, description="chunks already reconstructed exactly")
+    chunks: int | None = Field(None, description="chunks optimised in the current batch")
+    history: list[ProgressPoint] = Field(default_factory=list, description=(
+        "(step, loss, accuracy) every PROTOTOK_PROGRESS_EVERY steps; at most 500 points, thinned "
+        "evenly over the whole run when longer"))
+    tokens: list[str] | None = Field(None, description="the first text's first 256 tokens, each as text")
+    correct: list[bool] | None = Field(None, description="per entry of `tokens`: whether the best vectors so "
+                                                         "far rebuild it on their own")
 
 
 class JobView(BaseModel):
@@ -162,6 +175,10 @@ class EmbeddingView(BaseModel):
     created: float
     sha256: str = Field(description="checksum of the stored .safetensors bytes")
     vectors: dict[str, list] = Field(description="e and m as (chunks, hidden_size) lists; mem for autoregressive")
+    dtype: str | None = Field(None, description="how the file stores the vectors (float32, ...), when it says")
+    size: dict[str, float] | None = Field(None, description=(
+        "sizes the encoding records, when it does: vectors_bytes, file_bytes, text_bytes, gzip_bytes, "
+        "zstd_bytes, bits_per_char"))
 
 
 class TextView(BaseModel):

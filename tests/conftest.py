@@ -218,3 +218,17 @@ def tiny_worker(api, service_logs):
     wait_served(api, "tiny-llama", proc)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def api_key(api) -> str | None:
+    """The API key service tests send, or None while the API runs without keys: whatever the
+    session API's own client sends as `Authorization: Bearer KEY`, else PROTOTOK_TEST_API_KEY."""
+    auth = api.http.headers.get("authorization", "")
+    return auth.removeprefix("Bearer ").strip() or os.environ.get("PROTOTOK_TEST_API_KEY") or None
+
+
+@pytest.fixture(scope="session")
+def api_headers(api_key) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+

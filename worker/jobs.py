@@ -15,42 +15,14 @@ import os
 import time
 
 from rq import get_current_job
-from rq.job import Job
 
 from app.metrics import record_encode
 from app.queues import config_from_dict
 from app.store import EncodingStore
-from prototok import Progress, PrototokError, decode, encode_texts, load_model
+from prototok import PrototokError, decode, encode_texts, load_model
 from prototok.settings import get_settings
 
-
-class ProgressReporter:
-    """A `ProgressFn` that saves the latest progress into the job's meta, not every step."""
-
-    def __init__(self, job: Job, every: int):
-        self.job, self.every = job, max(1, every)
-        self.last: Progress | None = None  # the latest report, saved or not
-        self.saved: Progress | None = None
-
-    def __call__(self, p: Progress) -> None:
-        self.last = p
-        if p.step % self.every and p.step not in (1, p.max_steps):
-            return
-        self.write(p)
-
-    def write(self, p: Progress) -> None:
-        acc = sum(p.accuracy) / len(p.accuracy) if p.accuracy else 0.0
-        self.save(step=p.step, max_steps=p.max_steps, accuracy=round(acc, 4), loss=round(p.loss, 4), done=p.done)
-        self.saved = p
-
-    def flush(self) -> None:
-        """Save the latest report if it was skipped: a job that stops early at step 49 says 49, not 40."""
-        if self.last is not None and self.last is not self.saved:
-            self.write(self.last)
-
-    def save(self, **progress: object) -> None:
-        self.job.meta["progress"] = {**self.job.meta.get("progress", {}), **progress}
-        self.job.save_meta()
+from .progress import ProgressReporter, strip
 
 
 def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
@@ -62,9 +34,13 @@ def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
     job.save_meta()
     lm = load_model(model)
     cfg = config_from_dict(config)
-    report = ProgressReporter(job, get_settings().progress_every)
+    tokens, first = strip(lm, texts[0], cfg)
+    report = ProgressReporter(job, get_settings().progress_every, first)
+    if tokens:
+        report.save(tokens=tokens, correct=[False] * len(tokens))
     try:
         encodings = encode_texts(lm, texts, cfg, progress=report)
+        report.flush()
         decode(lm, encodings)  # one forward pass: never store an encoding that does not rebuild its text
     except PrototokError as exc:
         job.meta["error"] = {"code": exc.code, "message": str(exc)}

@@ -36,12 +36,14 @@ def get_embedding(emb_id: str, request: Request, store: StoreDep, caller: Caller
         return Response(stored.blob, media_type=OCTET, headers={
             "Content-Disposition": f'attachment; filename="{emb_id}.safetensors"', "X-Checksum-Sha256": stored.sha256})
     enc = stored.encoding()
+    meta = enc.metadata()
     return EmbeddingView(
         id=emb_id, model=enc.model, method=enc.method.value, arrangement=enc.arrangement.value,
         sink=enc.sink,
         length=enc.n_tokens, lengths=enc.lengths, hidden_size=enc.hidden_size, accuracy=enc.accuracy,
         c_tokens=enc.c_tokens, h_lm=enc.h_lm, corrections=enc.n_corrections, steps=enc.steps, seconds=enc.seconds,
         created=stored.created, sha256=stored.sha256, vectors={k: v.tolist() for k, v in enc.vectors.items()},
+        dtype=meta.get("dtype"), size=meta.get("size"),
     )
 
 
