@@ -1,4 +1,4 @@
-"""Command line: `prototok encode`, `prototok decode`, `prototok experiment`.
+"""Command line: `prototok encode`, `prototok decode`, `prototok experiment`, `prototok keys`.
 
 Bad input (empty text, missing or corrupt file, unknown model, wrong model for a file)
 exits with code 2 and one line on stderr; any other failure exits 1, also one line.
@@ -230,6 +230,54 @@ def _decode_on_server(url: str, api_key: str | None, file: Path, model: str | No
     with Client(url, api_key=api_key) as client:
         res = client.decode(file)
     return res.text, res.accuracy, res.decode_ms / 1000
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service, in the Redis at PROTOTOK_REDIS_URL.")
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store():
+    """The service's key store (app/keys.py: Redis only, no web stack) on PROTOTOK_REDIS_URL."""
+    from redis import Redis
+
+    from app.keys import KeyStore
+
+    from .settings import get_settings
+
+    return KeyStore(Redis.from_url(get_settings().redis_url, socket_connect_timeout=5, socket_timeout=10))
+
+
+@keys_app.command("create")
+@friendly_errors
+def keys_create(
+    name: str = typer.Argument(..., help="Who the key is for: 1-64 letters, digits or _.@-"),
+    admin: bool = typer.Option(False, "--admin", help="An admin key sees and deletes every key's jobs and embeddings."),
+) -> None:
+    """Make a key and print it, alone, on stdout (it is stored hashed: this is the only time it is shown)."""
+    typer.echo(_key_store().create(name, admin=admin))
+
+
+@keys_app.command("list")
+@friendly_errors
+def keys_list(as_json: bool = typer.Option(False, "--json", help="One JSON list of {name, admin, created}.")) -> None:
+    """Name, role and creation time of every key (never the keys themselves)."""
+    import time
+
+    keys = _key_store().list()
+    if as_json:
+        typer.echo(json.dumps([{"name": k.name, "admin": k.admin, "created": k.created} for k in keys]))
+        return
+    for k in keys:
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created))
+        typer.echo(f"{k.name}\t{'admin' if k.admin else 'user'}\t{created}")
+
+
+@keys_app.command("revoke")
+@friendly_errors
+def keys_revoke(name: str = typer.Argument(..., help="The key's name.")) -> None:
+    """The key stops working at once; what it made stays (an admin key still sees it)."""
+    _key_store().revoke(name)
+    typer.echo(f"revoked {name}", err=True)
 
 
 def _register_experiments() -> None:

@@ -1,6 +1,9 @@
 """Walk one real text through a running prototok service and print every step.
 
-    python scripts/demo.py [--url http://127.0.0.1:8000] [--text "..."] [--max-steps 300] [--seeds 4]
+    python scripts/demo.py [--url http://127.0.0.1:8000] [--key KEY] [--text "..."] [--max-steps 300] [--seeds 4]
+
+The API key comes from --key or PROTOTOK_API_KEY (make one with `prototok keys create NAME`);
+leave both out for a service running with PROTOTOK_AUTH=off.
 
 POST /v1/encode -> poll GET /v1/jobs/{id} (progress) -> GET /v1/embeddings/{id} ->
 GET /v1/embeddings/{id}/text, then check the rebuilt text is exactly the original.
@@ -33,7 +36,8 @@ def poll(http: httpx.Client, job_id: str, timeout_s: float) -> dict:
     start = time.monotonic()
     deadline, last = start + timeout_s, None
     while time.monotonic() < deadline:
-        job = http.get(f"/v1/jobs/{job_id}").json()
+        r = http.get(f"/v1/jobs/{job_id}")
+        job = r.json() if r.status_code == 200 else show("poll", r)
         p = job["progress"]
         line = f"   {job['status']:8s} step {p['step']:>5}/{p['max_steps']}  accuracy {p['accuracy']:.3f}"
         if job["status"] == "running" and p["step"] > 0:
@@ -52,16 +56,18 @@ def poll(http: httpx.Client, job_id: str, timeout_s: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--key", default=os.environ.get("PROTOTOK_API_KEY"), help="API key (default: $PROTOTOK_API_KEY)")
     ap.add_argument("--text", default=DEFAULT_TEXT)
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=2, help="restarts side by side; 2 halves the work of the recipe's 4")
     ap.add_argument("--timeout", type=float, default=1800)
     args = ap.parse_args()
-    key = os.environ.get("PROTOTOK_API_KEY")  # for a server that asks for API keys
-    http = httpx.Client(base_url=args.url, timeout=300, headers={"Authorization": f"Bearer {key}"} if key else {})
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    http = httpx.Client(base_url=args.url, timeout=300, headers=headers)
 
     ready = http.get("/readyz").json()
-    print(f"service at {args.url}: workers serve {ready.get('models')}")
+    print(f"service at {args.url}: workers serve {ready.get('models')}; "
+          f"{'with an API key' if args.key else 'no API key (PROTOTOK_AUTH=off)'}")
     print(f"text ({len(args.text)} chars): {args.text!r}")
     print(f"The worker now optimises two vectors until the model rebuilds every token from them (at most "
           f"{args.max_steps} steps, {args.seeds} restarts side by side). On a 2-core CPU that is usually 1-3 "

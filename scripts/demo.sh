@@ -3,6 +3,8 @@
 # SmolLM2 (Redis at PROTOTOK_REDIS_URL, started if it is local and down; one worker; the API),
 # walk a real text through encode, job polling and decode (scripts/demo.py), then stop
 # everything this script started. Extra arguments go to demo.py (--text "...", --max-steps N).
+# API keys: with auth on (the default) the demo makes a key of its own (`prototok keys create`)
+# and revokes it when done; PROTOTOK_AUTH=off runs the whole service as an open local sandbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "demo: installing into .venv (about a minute the first time, seconds after that)"
@@ -16,9 +18,11 @@ export PROTOTOK_REDIS_URL=${PROTOTOK_REDIS_URL:-redis://127.0.0.1:6379/0}
 read -r REDIS_HOST REDIS_PORT < <(python -c "import os, urllib.parse as u; p = u.urlparse(os.environ['PROTOTOK_REDIS_URL']); print(p.hostname or '127.0.0.1', p.port or 6379)")
 PIDS=()
 STARTED_REDIS=0
+KEY_NAME=""
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$KEY_NAME" ]; then prototok keys revoke "$KEY_NAME" 2>/dev/null || true; fi
   if [ "$STARTED_REDIS" = 1 ]; then redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
@@ -39,6 +43,14 @@ else
   echo "demo: no Redis answers at $PROTOTOK_REDIS_URL, and it is not on this machine, so the demo cannot start it" >&2
   exit 1
 fi
+
+case "${PROTOTOK_AUTH:-on}" in
+  off|false|0|no) echo "demo: PROTOTOK_AUTH=$PROTOTOK_AUTH: no API keys (open sandbox)" ;;
+  *) KEY_NAME="demo-$(date +%s)-$$"
+     PROTOTOK_API_KEY=$(prototok keys create "$KEY_NAME")
+     export PROTOTOK_API_KEY
+     echo "demo: made API key '$KEY_NAME' for this run (revoked at the end)" ;;
+esac
 
 PORT=${PROTOTOK_DEMO_PORT:-$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
 python -m worker >"$LOGS/worker.log" 2>&1 &

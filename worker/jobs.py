@@ -2,7 +2,9 @@
 
 Runs inside a worker process that has already loaded its model; `load_model` returns
 that same cached object, so a job never loads weights. Progress goes to `job.meta`
-every PROTOTOK_PROGRESS_EVERY steps; results go to the encoding store; a caller's
+every PROTOTOK_PROGRESS_EVERY steps, and the last step once the job ends, so a finished or
+failed job shows where it stopped; results go to the encoding store, each recorded as owned
+by the API key that queued the job (`meta["owner"]`); a caller's
 error (text the tokenizer cannot reproduce, ...) is written to `job.meta["error"]`
 with its stable code before the job fails.
 """
@@ -44,10 +46,13 @@ def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
         job.meta["error"] = {"code": exc.code, "message": str(exc)}
         job.save_meta()
         raise
+    finally:  # finished, failed or timed out: the last step reached is on record
+        report.flush()
     store = EncodingStore(job.connection)
-    ids = [store.put(enc, job_id=job.id) for enc in encodings]
+    owner = str(job.meta.get("owner", ""))
+    ids = [store.put(enc, job_id=job.id, owner=owner) for enc in encodings]
     acc = sum(e.c_tokens for e in encodings) / sum(e.n_tokens for e in encodings)
     job.meta["embedding_ids"] = ids
     report.save(accuracy=round(acc, 4), done=len(encodings))
-    record_encode(job.connection, time.perf_counter() - start)
+    record_encode(job.connection, time.perf_counter() - start, model=model)
     return ids

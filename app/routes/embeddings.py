@@ -1,4 +1,8 @@
-"""Stored encodings: read (JSON or .safetensors), rebuild the text, delete."""
+"""Stored encodings: read (JSON or .safetensors), rebuild the text, delete.
+
+Each one is visible only to the key whose job made it and to admin keys (`EncodingStore.get`
+and `delete` take the caller); to any other key it does not exist.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from prototok import decode, load_model
 
+from ..auth import CallerDep
 from ..deps import StoreDep
 from ..metrics import DECODE_SECONDS
 from ..schemas import EmbeddingView, ErrorBody, TextView
@@ -25,8 +30,8 @@ def wants_bytes(request: Request) -> bool:
             responses={**NOT_FOUND, 200: {"content": {OCTET: {"schema": {"type": "string", "format": "binary"}}},
                                           "description": "JSON, or the .safetensors file with "
                                                          "`Accept: application/octet-stream`"}})
-def get_embedding(emb_id: str, request: Request, store: StoreDep):
-    stored = store.get(emb_id)
+def get_embedding(emb_id: str, request: Request, store: StoreDep, caller: CallerDep):
+    stored = store.get(emb_id, caller)
     if wants_bytes(request):
         return Response(stored.blob, media_type=OCTET, headers={
             "Content-Disposition": f'attachment; filename="{emb_id}.safetensors"', "X-Checksum-Sha256": stored.sha256})
@@ -44,10 +49,10 @@ def get_embedding(emb_id: str, request: Request, store: StoreDep):
 
 @router.get("/{emb_id}/text", response_model=TextView, responses=NOT_FOUND,
             summary="Rebuild the text in one forward pass")
-def get_text(emb_id: str, store: StoreDep) -> TextView:
+def get_text(emb_id: str, store: StoreDep, caller: CallerDep) -> TextView:
     """Decodes the stored vectors (plus stored corrections) and checks the result against the
     text's stored token checksum: the answer is the exact text or an error, never a near miss."""
-    enc = store.get(emb_id).encoding()
+    enc = store.get(emb_id, caller).encoding()
     lm = load_model(enc.model)  # made by one of our workers, so a model this service runs
     [out] = decode(lm, [enc])
     DECODE_SECONDS.labels("stored").observe(out.seconds)
@@ -56,6 +61,6 @@ def get_text(emb_id: str, store: StoreDep) -> TextView:
 
 
 @router.delete("/{emb_id}", status_code=204, responses={404: {"model": ErrorBody}}, summary="Delete an encoding")
-def delete_embedding(emb_id: str, store: StoreDep) -> Response:
-    store.delete(emb_id)
+def delete_embedding(emb_id: str, store: StoreDep, caller: CallerDep) -> Response:
+    store.delete(emb_id, caller)
     return Response(status_code=204)
