@@ -176,6 +176,8 @@ class EmbeddingView(BaseModel):
     sha256: str = Field(description="checksum of the stored .safetensors bytes")
     vectors: dict[str, list] = Field(description="e and m as (chunks, hidden_size) lists; mem for autoregressive")
     dtype: str | None = Field(None, description="how the file stores the vectors (float32, ...), when it says")
+    compute_dtype: str | None = Field(None, description="the model's dtype when it was encoded; decoding uses it")
+    min_margin: float | None = Field(None, description="smallest lead (nats) of a right token in the verified decode")
     size: dict[str, float] | None = Field(None, description=(
         "sizes the encoding records, when it does: vectors_bytes, file_bytes, text_bytes, gzip_bytes, "
         "zstd_bytes, bits_per_char"))

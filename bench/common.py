@@ -29,11 +29,14 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    from prototok.models import cpu_bf16_flags
+
+    flags = cpu_bf16_flags()
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__,
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": round(os.getloadavg()[0], 2), "cpu_bf16_flags": flags,
     }
 
 
@@ -49,7 +52,8 @@ def write(name: str, record: dict, markdown: str, append: bool = True) -> None:
     raw.write_text(json.dumps(runs, indent=1))
     m = record["machine"]
     head = (f"_Measured {m['date']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, "
-            f"{m['torch_threads']} threads, GPU: {m['gpu'] or 'none'}; 1-min load average when written {m['load_avg_1m']})._\n\n")
+            f"{m['torch_threads']} threads, CPU bf16 support: {', '.join(m.get('cpu_bf16_flags') or []) or 'none'}, "
+            f"GPU: {m['gpu'] or 'none'}; 1-min load average when written {m['load_avg_1m']})._\n\n")
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{head}{markdown}\n")
 
 

@@ -160,7 +160,8 @@ def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict
     enc.save(out)
     return {"out": str(out), "model": enc.model, "n_tokens": enc.n_tokens, "chunks": len(enc.lengths),
             "accuracy": enc.accuracy, "c_tokens": enc.c_tokens, "h_lm": enc.h_lm, "steps": enc.steps,
-            "seconds": enc.seconds, "corrections": enc.n_corrections}
+            "seconds": enc.seconds, "corrections": enc.n_corrections, "dtype": enc.compute_dtype,
+            "min_margin": enc.min_margin}
 
 
 def _encode_on_server(url: str, api_key: str | None, body: str, model: str | None, options: dict,
@@ -176,7 +177,8 @@ def _encode_on_server(url: str, api_key: str | None, body: str, model: str | Non
     typer.echo(f"encode: job {job.id} on {url} stored embedding {emb_id}", err=True)
     return {"out": str(out), "model": emb["model"], "n_tokens": emb["length"], "chunks": len(emb["lengths"]),
             "accuracy": emb["accuracy"], "c_tokens": emb["c_tokens"], "h_lm": emb["h_lm"], "steps": emb["steps"],
-            "seconds": emb["seconds"], "corrections": emb["corrections"]}
+            "seconds": emb["seconds"], "corrections": emb["corrections"], "dtype": emb.get("compute_dtype"),
+            "min_margin": emb.get("min_margin")}
 
 
 @app.command()

@@ -114,20 +114,47 @@ def resolve_device(device: str | None = None) -> torch.device:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native bfloat16 matrix instructions, as /proc/cpuinfo names them (x86 and Arm)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            words = {w for line in info if line.startswith(("flags", "Features")) for w in line.split()}
+    except OSError:
+        return []
+    return sorted(words & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def resolve_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
-    """bf16 halves a GPU's memory and time; a CPU runs float32. Encoder and decoder of one
-    encoding should agree: argmax can flip at low-margin positions across dtypes."""
+    """"auto": bfloat16 where the hardware multiplies it natively (CUDA; a CPU with AVX512-BF16,
+    AMX or Arm BF16), else float32. Decided here, at run time, from the machine at hand.
+    Encodings record the dtype they were made in and decode in it by default."""
     dtype = dtype or get_settings().dtype
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        native = device.type == "cuda" or (device.type == "cpu" and bool(cpu_bf16_flags()))
+        return torch.bfloat16 if native else torch.float32
     if dtype not in DTYPES:
         raise InvalidInput(f"unknown dtype '{dtype}' (auto, {', '.join(DTYPES)})")
     return DTYPES[dtype]
 
 
+def configure_threads(threads: int | None = None) -> int:
+    """Use PROTOTOK_THREADS intra-op threads (0 = every core this process may run on).
+
+    Hosts that run several workers give each a share of the cores; a lone CLI takes all.
+    """
+    n = threads if threads is not None else get_settings().threads
+    if n <= 0:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def load_model(name: str | None = None, device: str | None = None, dtype: str | None = None) -> LanguageModel:
     """Load (once per process) a frozen LM by alias, HF name, directory or .gguf path."""
     name = name or get_settings().model
+    if get_settings().threads >= 0:
+        configure_threads()
     dev = resolve_device(device)
     dt = resolve_dtype(dev, dtype)
     key = (canonical_name(name), str(dev), str(dt))

@@ -201,8 +201,10 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
     opt = torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
                             weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
+    alive = torch.ones(len(member), dtype=torch.bool)  # (U,): restarts not yet dropped by halving
+    halving = recipe.halve_every > 0 and recipe.seeds > 1 and bool((member.sum(1) == 1).all())
     for step in range(recipe.max_steps):
-        active = (member & ~solved).any(1)  # (U,): a unit trains while one of its seqs is unsolved
+        active = (member & ~solved).any(1) & alive  # (U,): a unit trains while one of its seqs is unsolved
         if not active.any():
             break
         rows = torch.nonzero(active[units])[:, 0]  # (A,)
@@ -221,10 +223,28 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
         ce.sum().backward()  # sum: a row's gradient does not depend on the batch size
         opt.step()
         sched.step()
+        if halving and (step + 1) % recipe.halve_every == 0:
+            halve(alive, units[rows], rows % s, robust.cpu(), acc.cpu(), ce.detach().cpu())
         if progress:
             progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s),
                               int(solved.sum()), best.per_seq_pred(s)))
     return best.solutions(seqs, recipe, stop_step.tolist(), time.perf_counter() - start)
+
+
+def halve(alive: torch.Tensor, units: torch.Tensor, seq: torch.Tensor, robust: torch.Tensor,
+          acc: torch.Tensor, loss: torch.Tensor) -> None:
+    """Drop the worse half of each sequence's running restarts (one unit per row), in place.
+
+    Restarts of one text differ mostly in how soon they will finish; after a few steps the
+    leaders rarely fall behind, so the compute goes to the runs likely to finish first.
+    """
+    for q in seq.unique().tolist():
+        mine = torch.nonzero(seq == q)[:, 0].tolist()
+        if len(mine) < 2:
+            continue
+        ranked = sorted(mine, key=lambda i: (-float(robust[i]), -float(acc[i]), float(loss[i])))
+        for i in ranked[(len(mine) + 1) // 2 :]:
+            alive[units[i]] = False
 
 
 def judge(logits: torch.Tensor, tgt: torch.Tensor, mask: torch.Tensor,

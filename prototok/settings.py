@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     # core
     model: str = DEFAULT_MODEL  # the model a worker serves and the CLI uses by default
     device: str = "auto"  # "auto" = cuda when present, else cpu
-    dtype: str = "auto"  # "auto" = bfloat16 on cuda, float32 on cpu; or float32 | bfloat16 | float16
+    dtype: str = "auto"  # "auto" = bfloat16 where the hardware has it natively (cuda, CPUs with AVX512-BF16/AMX), else float32
+    threads: int = 0  # torch intra-op threads; 0 = every core the process may use; -1 = leave torch's choice alone
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "prototok")
     offline: bool = True  # never reach a model hub; only local files and the embedded model
     recipe: str = "tuned"  # "tuned" or "paper" (prototok.recipe.RECIPES)

@@ -11,6 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+# Unit tests pin float32 and one thread, whatever the machine has: the same numbers on every CI
+# host. Tests of bfloat16 or threads ask for them explicitly.
+os.environ.setdefault("PROTOTOK_DTYPE", "float32")
+os.environ.setdefault("PROTOTOK_THREADS", "1")
+
 import httpx
 import pytest
 import redis as redis_lib
@@ -54,7 +59,8 @@ def service_env(**extra: str) -> dict[str, str]:
                PROTOTOK_PROGRESS_EVERY="5", PROTOTOK_API_PRELOAD="false", PROTOTOK_MAX_TEXT_CHARS="300",
                PROTOTOK_MAX_BODY_BYTES="100000",
                PROTOTOK_MAX_BATCH_TEXTS="4", PROTOTOK_MAX_STEPS_LIMIT="5000", PROTOTOK_RATE_LIMIT_PER_S="0",
-               PROTOTOK_MAX_JOBS_PER_KEY="0", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+               PROTOTOK_MAX_JOBS_PER_KEY="0", OMP_NUM_THREADS="1", PROTOTOK_THREADS="1", PROTOTOK_DTYPE="float32",
+               PYTHONUNBUFFERED="1")
     if "PROTOTOK_CACHE_DIR" in os.environ:
         env["PROTOTOK_CACHE_DIR"] = os.environ["PROTOTOK_CACHE_DIR"]
     env.update(extra)

@@ -1,0 +1,222 @@
+"""Seconds to lossless: today's default against the default of an older commit, side by side.
+
+Two long-lived processes, one per side, each load the embedded model once; every work item
+goes to the old side and then to the new one, so both see the same machine load. The old
+side runs a snapshot (`git archive`) of `--baseline` (default 15b1825, the code before the
+speed work) exactly as its CLI did: its `tuned` recipe, its dtype, torch's default threads.
+"Lossless" means the proto-tokens alone rebuild every token (no stored corrections).
+
+Work: the 10 benchmark sentences, each encoded alone; prose passages of the shipped
+Gutenberg data cut to about 32 and 64 tokens; a batch of 8 sentences in one job. The old
+side's 64-token passages can take half an hour each on 2 cores: `--baseline-cap` caps its
+steps there, and such a row is a lower bound on the speed-up (marked `>=`).
+
+Run: python -m bench.speed [--passages 5] [--baseline 15b1825] [--baseline-cap 300]
+     python -m bench.speed --ablation   # each lever alone on the sentences (new code only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+from .common import machine, table, write
+from .sentences import SENTENCES
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).resolve().parent / "speed_worker.py"
+
+
+class Side:
+    """A speed_worker process running one version of prototok."""
+
+    def __init__(self, name: str, pythonpath: Path | None, env: dict[str, str] | None = None):
+        self.name = name
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("PROTOTOK_", "OMP_", "MKL_"))}
+        if pythonpath is not None:
+            base["PYTHONPATH"] = str(pythonpath)
+        base.update(env or {})
+        self.proc = subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=base, cwd=pythonpath or REPO)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} side exited (code {self.proc.wait()})")
+        return json.loads(line)
+
+    def encode(self, texts: list[str], recipe: dict | None = None, dtype: str | None = None) -> dict:
+        self.proc.stdin.write(json.dumps({"texts": texts, "recipe": recipe or {}, "dtype": dtype}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def snapshot(commit: str) -> Path:
+    """The prototok package as it was at `commit`, in a temporary directory."""
+    out = Path(tempfile.mkdtemp(prefix=f"prototok-{commit}-"))
+    blob = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "prototok"],
+                          check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(out, filter="data")
+    return out
+
+
+def passages_of(tokens: int, count: int, tokenize) -> list[str]:
+    """Whole-word prefixes of shipped public-domain passages with at most `tokens` tokens."""
+    from prototok.experiments.datasets import passages
+
+    out = []
+    for p in passages():
+        words, text = p["text"].split(), ""
+        for w in words:
+            longer = f"{text} {w}".strip()
+            if len(tokenize(longer)) > tokens:
+                break
+            text = longer
+        out.append(text)
+        if len(out) == count:
+            break
+    return out
+
+
+def work_items(passages: int, tokenize) -> list[dict]:
+    items = [{"kind": "sentence", "texts": [s]} for s in SENTENCES]
+    for n in (32, 64):
+        items += [{"kind": f"passage-{n}", "texts": [t]} for t in passages_of(n, passages, tokenize)]
+    items.append({"kind": "batch-8", "texts": SENTENCES[:8]})
+    return items
+
+
+def row(side: str, item: dict, res: dict, capped: bool) -> dict:
+    encs = res["encodings"]
+    return {"side": side, "kind": item["kind"], "texts": len(encs), "n_tokens": sum(e["n_tokens"] for e in encs),
+            "lossless": all(e["lossless"] for e in encs), "steps": max(e["steps"] for e in encs),
+            "seconds": round(res["seconds"], 2), "capped": capped}
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    for kind in kinds:
+        per = {}
+        for side in ("old", "new"):
+            mine = [r for r in rows if r["kind"] == kind and r["side"] == side]
+            if not mine:
+                continue
+            per[side] = mine
+            out.append({"work": kind, "side": side, "lossless": f"{sum(r['lossless'] for r in mine)}/{len(mine)}",
+                        "median_s": statistics.median(r["seconds"] for r in mine),
+                        "max_s": max(r["seconds"] for r in mine),
+                        "median_steps": statistics.median(r["steps"] for r in mine),
+                        "tokens_per_s": sum(r["n_tokens"] for r in mine) / sum(r["seconds"] for r in mine),
+                        "capped": sum(r["capped"] for r in mine)})
+        if "old" in per and "new" in per:
+            pairs = [(o, n) for o in per["old"] for n in per["new"] if o.get("item") == n.get("item")]
+            ratio = statistics.median(r["seconds"] for r in per["old"]) / statistics.median(
+                r["seconds"] for r in per["new"])
+            lower = any(o["capped"] or not o["lossless"] for o, _ in pairs)
+            out[-1]["speedup_median"] = f"{'>=' if lower else ''}{ratio:.1f}x"
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", default="15b1825")
+    ap.add_argument("--passages", type=int, default=5)
+    ap.add_argument("--baseline-cap", type=int, default=300, help="old side's max_steps on 64-token passages")
+    ap.add_argument("--only", nargs="*", default=None, help="work kinds to run (sentence passage-32 passage-64 batch-8)")
+    ap.add_argument("--ablation", type=int, default=0, metavar="N",
+                    help="instead: each lever alone on the first N sentences (results in speed-ablation)")
+    args = ap.parse_args()
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    old = Side("old", snapshot(args.baseline))
+    new = Side("new", None)
+    if args.ablation:
+        return ablation(started, args, old, new)
+    from prototok import load_model
+
+    items = work_items(args.passages, load_model().tokenize)
+    items = [it for it in items if args.only is None or it["kind"] in args.only]
+    rows: list[dict] = []
+    for i, item in enumerate(items):
+        cap = item["kind"] == "passage-64" and args.baseline_cap
+        res = old.encode(item["texts"], {"max_steps": args.baseline_cap} if cap else None)
+        rows.append({**row("old", item, res, bool(cap)), "item": i})
+        res = new.encode(item["texts"])
+        rows.append({**row("new", item, res, False), "item": i})
+        print(rows[-2], rows[-1], sep="\n", flush=True)
+        report(started, args, old, new, rows)
+    old.close()
+    new.close()
+
+
+# Today's recipe with one lever at a time moved back to the old default (dtype, restarts+lr, margin).
+OLD_RECIPE = {"seeds": 4, "lr": 0.05, "margin": 0.0}
+LEVERS = {
+    "new code, old recipe, float32": (OLD_RECIPE, "float32"),
+    "+ bfloat16 only": (OLD_RECIPE, "bfloat16"),
+    "+ 1 restart, lr 0.08 only (float32)": ({"margin": 0.0}, "float32"),
+    "new default without the margin": ({"margin": 0.0}, None),
+    "new default": ({}, None),
+}
+
+
+def ablation(started: str, args, old: Side, new: Side) -> None:
+    rows: list[dict] = []
+    for i, text in enumerate(SENTENCES[: args.ablation]):
+        res = old.encode([text])
+        rows.append({**row("old", {"kind": "old default"}, res, False), "item": i, "lever": "old default"})
+        for name, (recipe, dtype) in LEVERS.items():
+            res = new.encode([text], recipe, dtype)
+            rows.append({**row("new", {"kind": name}, res, False), "item": i, "lever": name,
+                         "dtype": res["dtype"]})
+            recipe_now = res["recipe"]
+            print(rows[-1], flush=True)
+        base = statistics.median(r["seconds"] for r in rows if r["lever"] == "old default")
+        summary = []
+        for lever in ["old default", *LEVERS]:
+            mine = [r for r in rows if r["lever"] == lever]
+            med = statistics.median(r["seconds"] for r in mine)
+            summary.append({"lever": lever, "dtype": mine[0].get("dtype", old.info["dtype"]),
+                            "lossless": f"{sum(r['lossless'] for r in mine)}/{len(mine)}",
+                            "median_steps": statistics.median(r["steps"] for r in mine), "median_s": med,
+                            "speedup": f"{base / med:.1f}x"})
+        md = (f"Each lever alone on the first {i + 1} sentences, all sides in one run, one sentence at a time "
+              f"(old = `{args.baseline}`). New default recipe: `{recipe_now}`."
+              "\n\n" + table(summary, ["lever", "dtype", "lossless", "median_steps", "median_s", "speedup"]))
+        write("speed-ablation", {"started": started, "machine": machine(), "summary": summary, "rows": rows}, md,
+              append=False)
+    old.close()
+    new.close()
+
+
+def report(started: str, args, old: Side, new: Side, rows: list[dict]) -> None:
+    summary = summarise(rows)
+    sides = (f"old = `{args.baseline}` ({old.info['dtype']}, {old.info['threads']} threads), "
+             f"new = this commit ({new.info['dtype']}, {new.info['threads']} threads)")
+    md = (f"{sides}. Each item ran on the old side, then the new, in one run. `capped`: the old side's "
+          f"steps were capped at {args.baseline_cap} (64-token passages), so its time is a lower bound.\n\n")
+    md += table(summary, ["work", "side", "lossless", "median_s", "max_s", "median_steps", "tokens_per_s",
+                          "capped", "speedup_median"])
+    md += "\n\nEvery item:\n\n" + table(rows, ["item", "kind", "side", "texts", "n_tokens", "lossless", "steps",
+                                              "seconds", "capped"])
+    write("speed", {"started": started, "machine": machine(), "baseline": args.baseline, "old": old.info,
+                    "new": new.info, "summary": summary, "rows": rows}, md, append=False)
+
+
+if __name__ == "__main__":
+    main()
