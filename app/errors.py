@@ -24,6 +24,7 @@ from prototok.errors import (
     ModelMismatch,
     PrototokError,
     TextTooLong,
+    TooManyTokens,
     UnknownModel,
 )
 
@@ -63,8 +64,8 @@ class ChecksumMismatch(ServiceError):
 
 # Core errors: most specific class first, since they subclass each other.
 CORE_STATUS: list[tuple[type[PrototokError], int]] = [
-    (TextTooLong, 413), (EmptyText, 422), (BadVectors, 422), (UnknownModel, 404), (ModelMismatch, 409),
-    (DecodeMismatch, 409), (CorruptEncoding, 422), (InvalidInput, 422),
+    (TextTooLong, 413), (TooManyTokens, 413), (EmptyText, 422), (BadVectors, 422), (UnknownModel, 404),
+    (ModelMismatch, 409), (DecodeMismatch, 409), (CorruptEncoding, 422), (InvalidInput, 422),
 ]
 
 

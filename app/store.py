@@ -35,8 +35,8 @@ class StoredEncoding:
     created: float
     job_id: str
 
-    def encoding(self) -> Encoding:
-        return Encoding.from_bytes(self.blob)
+    def encoding(self, max_tokens: int | None = None) -> Encoding:
+        return Encoding.from_bytes(self.blob, max_tokens)
 
 
 class EncodingStore:

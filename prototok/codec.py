@@ -23,7 +23,7 @@ import torch
 from .arrangements import BatchLayout
 from .baseline import generate
 from .encoding import Encoding, ids_digest, validate_vectors
-from .errors import BadVectors, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch
+from .errors import BadVectors, CorruptEncoding, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch
 from .metrics import c_tokens, h_lm
 from .models import LanguageModel
 from .optimize import ProgressFn, optimize
@@ -113,6 +113,8 @@ def check_compatible(lm: LanguageModel, enc: Encoding) -> None:
         )
     if enc.hidden_size != lm.hidden_size:
         raise ModelMismatch(f"vectors are {enc.hidden_size}-dim, model '{lm.name}' takes {lm.hidden_size}")
+    if any(n > lm.max_length - 1 for n in enc.lengths):
+        raise CorruptEncoding(f"a chunk is longer than model '{lm.name}' can take ({lm.max_length - 1} tokens)")
 
 
 @torch.inference_mode()

@@ -19,6 +19,7 @@ from redis import Redis
 from starlette.datastructures import UploadFile
 
 from prototok import Encoding, decode, decode_vectors
+from prototok.encoding import check_positions
 from prototok.errors import BadVectors, InvalidInput
 from prototok.settings import Settings
 
@@ -46,6 +47,7 @@ class UploadTooLarge(ServiceError):
 
 
 def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> Decoded:
+    check_positions(req.lengths(), settings.max_decode_tokens, "this request")
     lm = decoding_model(req.model, settings, conn)
     try:
         e, m = torch.tensor(req.e, dtype=torch.float32), torch.tensor(req.m, dtype=torch.float32)
@@ -59,7 +61,7 @@ def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> Decoded
 
 
 def from_file(blob: bytes, settings: Settings, conn: Redis) -> Decoded:
-    enc = Encoding.from_bytes(blob)
+    enc = Encoding.from_bytes(blob, max_tokens=settings.max_decode_tokens)
     lm = decoding_model(enc.model, settings, conn)
     [out] = decode(lm, [enc])
     DECODE_SECONDS.labels("upload").observe(out.seconds)

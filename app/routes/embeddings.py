@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from prototok import decode, load_model
 
-from ..deps import StoreDep
+from ..deps import SettingsDep, StoreDep
 from ..metrics import DECODE_SECONDS
 from ..schemas import EmbeddingView, ErrorBody, TextView
 
@@ -42,10 +42,10 @@ def get_embedding(emb_id: str, request: Request, store: StoreDep):
 
 @router.get("/{emb_id}/text", response_model=TextView, responses=NOT_FOUND,
             summary="Rebuild the text in one forward pass")
-def get_text(emb_id: str, store: StoreDep) -> TextView:
+def get_text(emb_id: str, store: StoreDep, settings: SettingsDep) -> TextView:
     """Decodes the stored vectors (plus stored corrections) and checks the result against the
     text's stored token checksum: the answer is the exact text or an error, never a near miss."""
-    enc = store.get(emb_id).encoding()
+    enc = store.get(emb_id).encoding(settings.max_decode_tokens)
     lm = load_model(enc.model)  # made by one of our workers, so a model this service runs
     [out] = decode(lm, [enc])
     DECODE_SECONDS.labels("stored").observe(out.seconds)
