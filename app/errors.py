@@ -56,6 +56,12 @@ class TooManyTexts(ServiceError):
     code, status = "too_many_texts", 413
 
 
+class CorruptJobRecord(ServiceError):
+    """A job hash in Redis that this service did not write (not JSON, another function): never run or shown."""
+
+    code, status = "corrupt_job_record", 500
+
+
 class ChecksumMismatch(ServiceError):
     """A stored blob whose sha256 no longer matches: refuse it rather than decode wrong text."""
 

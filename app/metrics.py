@@ -18,6 +18,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 
 from prototok.settings import Settings
 
+from . import safejob
 from .queues import live_workers
 
 ENCODE_KEY = "prototok:metrics:encode_seconds"
@@ -57,14 +58,15 @@ class ServiceCollector:
     def _jobs(self) -> GaugeMetricFamily:
         jobs = GaugeMetricFamily("prototok_jobs", "Jobs by state and model", labels=["state", "model"])
         prefix = self.settings.queue_name + ":"
-        for q in Queue.all(connection=self.conn):
+        for q in Queue.all(connection=self.conn, job_class=safejob.SafeJob, serializer=safejob.SERIALIZER):
             if not q.name.startswith(prefix):
                 continue
             model = q.name[len(prefix):]
-            StartedJobRegistry(queue=q).cleanup()  # fail jobs whose worker died before counting them
-            for state, n in (("queued", q.count), ("running", StartedJobRegistry(queue=q).count),
-                             ("finished", FinishedJobRegistry(queue=q).count),
-                             ("failed", FailedJobRegistry(queue=q).count)):
+            started = safejob.registry(StartedJobRegistry, q.name, self.conn)
+            started.cleanup()  # fail jobs whose worker died before counting them
+            for state, n in (("queued", q.count), ("running", started.count),
+                             ("finished", safejob.registry(FinishedJobRegistry, q.name, self.conn).count),
+                             ("failed", safejob.registry(FailedJobRegistry, q.name, self.conn).count)):
                 jobs.add_metric([state, model], n)
         return jobs
 

@@ -14,8 +14,9 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 
+from .. import safejob
 from ..deps import RedisDep
-from ..errors import JobNotFound
+from ..errors import CorruptJobRecord, JobNotFound
 from ..queues import served_models
 from ..schemas import ErrorBody, JobView, Progress
 
@@ -29,12 +30,16 @@ STATES = {
 
 
 def fetch(job_id: str, conn) -> Job:
+    """The one place a route looks a job up: read as JSON and checked (safejob), dead workers' jobs failed."""
     try:
-        job = Job.fetch(job_id, connection=conn)
+        job = safejob.fetch(job_id, conn)
     except NoSuchJobError:
         raise JobNotFound(f"no job with id '{job_id}' (unknown, or its record expired)") from None
+    except safejob.RefusedJob:
+        raise CorruptJobRecord(f"the record of job '{job_id}' in Redis was not written by this service "
+                               "(not valid JSON, or another function); it is not run or shown") from None
     if job.get_status(refresh=False) == JobStatus.STARTED:
-        StartedJobRegistry(job.origin, connection=conn).cleanup()
+        safejob.registry(StartedJobRegistry, job.origin, conn).cleanup()
         job.refresh()
     return job
 
@@ -57,7 +62,7 @@ def failure(job: Job, step: int) -> tuple[str, str]:
     return "encode_failed", last[-1] if last else "the job failed without a message"
 
 
-@router.get("/jobs/{job_id}", response_model=JobView, responses={404: {"model": ErrorBody}},
+@router.get("/jobs/{job_id}", response_model=JobView, responses={s: {"model": ErrorBody} for s in (404, 500)},
             summary="State and progress of an encode job")
 def get_job(job_id: str, conn: RedisDep) -> JobView:
     job = fetch(job_id, conn)
