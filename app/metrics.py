@@ -62,8 +62,8 @@ class ServiceCollector:
             if not q.name.startswith(prefix):
                 continue
             model = q.name[len(prefix):]
+            safejob.cleanup_abandoned(self.conn, q.name, self.settings.heartbeat_ttl_s)  # dead workers' jobs first
             started = safejob.registry(StartedJobRegistry, q.name, self.conn)
-            started.cleanup()  # fail jobs whose worker died before counting them
             for state, n in (("queued", q.count), ("running", started.count),
                              ("finished", safejob.registry(FinishedJobRegistry, q.name, self.conn).count),
                              ("failed", safejob.registry(FailedJobRegistry, q.name, self.conn).count)):

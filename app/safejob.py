@@ -24,7 +24,7 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import DeserializationError
 from rq.job import Job
-from rq.registry import BaseRegistry
+from rq.registry import BaseRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from .queues import ENCODE_JOB
@@ -81,6 +81,15 @@ def queue(name: str, conn: Redis, **kwargs: Any) -> Queue:
 
 def registry(cls: type[BaseRegistry], name: str, conn: Redis) -> BaseRegistry:
     return cls(name, connection=conn, job_class=SafeJob, serializer=SERIALIZER)
+
+
+def cleanup_abandoned(conn: Redis, queue_name: str, heartbeat_ttl_s: float) -> None:
+    """Fail (or re-queue) the running jobs whose worker stopped renewing their heartbeat, unless
+    Redis itself restarted less than a heartbeat TTL ago: then every heartbeat looks stale
+    although the workers are alive and about to reconnect, so give them that TTL first."""
+    if float(conn.info("server").get("uptime_in_seconds", heartbeat_ttl_s)) < heartbeat_ttl_s:
+        return
+    registry(StartedJobRegistry, queue_name, conn).cleanup()
 
 
 def fetch(job_id: str, conn: Redis) -> SafeJob:

@@ -5,21 +5,33 @@ that same cached object, so a job never loads weights. Progress goes to `job.met
 every PROTOTOK_PROGRESS_EVERY steps; results go to the encoding store; a caller's
 error (text the tokenizer cannot reproduce, ...) is written to `job.meta["error"]`
 with its stable code before the job fails.
+
+Redis may go away at any moment (worker/retry.py): a progress write that fails is
+skipped (optimisation goes on; the next report tries again), and the finished result is
+held in memory and stored, under ids fixed beforehand, in one transaction retried until
+Redis takes it, so a retry never stores a second copy.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import uuid
 
 from rq import get_current_job
 from rq.job import Job
 
 from app.metrics import record_encode
 from app.queues import config_from_dict
+from app.safejob import SERIALIZER
 from app.store import EncodingStore
-from prototok import Progress, PrototokError, decode, encode_texts, load_model
+from prototok import Encoding, Progress, PrototokError, decode, encode_texts, load_model
 from prototok.settings import get_settings
+
+from .retry import REDIS_DOWN, best_effort, retrying
+
+log = logging.getLogger("prototok.worker")
 
 
 class ProgressReporter:
@@ -27,6 +39,7 @@ class ProgressReporter:
 
     def __init__(self, job: Job, every: int):
         self.job, self.every = job, max(1, every)
+        self.quiet_until = 0.0  # after a failed write, skip reports for a moment rather than stall the steps
 
     def __call__(self, p: Progress) -> None:
         if p.step % self.every and p.step not in (1, p.max_steps):
@@ -35,8 +48,16 @@ class ProgressReporter:
         self.save(step=p.step, max_steps=p.max_steps, accuracy=round(acc, 4), loss=round(p.loss, 4), done=p.done)
 
     def save(self, **progress: object) -> None:
+        """Best effort: a report that Redis does not take is dropped; the job goes on."""
         self.job.meta["progress"] = {**self.job.meta.get("progress", {}), **progress}
-        self.job.save_meta()
+        if time.monotonic() < self.quiet_until:
+            return
+        try:
+            retrying(f"job {self.job.id}: progress", self.job.save_meta, attempts=2)
+        except REDIS_DOWN:
+            log.warning("job %s: progress at step %s not saved (Redis unavailable); optimisation goes on",
+                        self.job.id, progress.get("step"))
+            self.quiet_until = time.monotonic() + 2.0
 
 
 def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
@@ -45,7 +66,7 @@ def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
     assert job is not None, "encode_job runs inside an RQ worker"
     start = time.perf_counter()
     job.meta["worker_pid"] = os.getpid()  # the process that holds the model; the same for every job
-    job.save_meta()
+    retrying(f"job {job.id}: starting", job.save_meta)
     lm = load_model(model)
     cfg = config_from_dict(config)
     report = ProgressReporter(job, get_settings().progress_every)
@@ -54,12 +75,31 @@ def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
         decode(lm, encodings)  # one forward pass: never store an encoding that does not rebuild its text
     except PrototokError as exc:
         job.meta["error"] = {"code": exc.code, "message": str(exc)}
-        job.save_meta()
+        retrying(f"job {job.id}: saving its error", job.save_meta)
         raise
-    store = EncodingStore(job.connection)
-    ids = [store.put(enc, job_id=job.id) for enc in encodings]
+    ids = store_result(job, encodings)
+    best_effort(f"job {job.id}: encode-time metric", lambda: record_encode(job.connection, time.perf_counter() - start))
+    return ids
+
+
+def store_result(job: Job, encodings: list[Encoding]) -> list[str]:
+    """Store the encodings and the job's final meta in one transaction, retried until Redis takes it.
+
+    The ids are fixed before the first try, so a try whose reply was lost and is sent again
+    rewrites the same keys instead of leaving a copy nobody points to."""
+    ids = [uuid.uuid4().hex for _ in encodings]
     acc = sum(e.c_tokens for e in encodings) / sum(e.n_tokens for e in encodings)
     job.meta["embedding_ids"] = ids
-    report.save(accuracy=round(acc, 4), done=len(encodings))
-    record_encode(job.connection, time.perf_counter() - start)
+    job.meta["progress"] = {**job.meta.get("progress", {}), "accuracy": round(acc, 4), "done": len(encodings)}
+    store = EncodingStore(job.connection)
+
+    def write() -> None:
+        with job.connection.pipeline(transaction=True) as pipe:
+            for enc, emb_id in zip(encodings, ids):
+                store.put(enc, job_id=job.id, emb_id=emb_id, pipe=pipe)
+            pipe.hset(job.key, "meta", SERIALIZER.dumps(job.meta))
+            pipe.execute()
+
+    log.info("job %s: result ready (%d encoding(s)); storing it", job.id, len(ids))
+    retrying(f"job {job.id}: storing its result", write)
     return ids

@@ -3,7 +3,8 @@
 A job whose worker died stays 'started' in RQ until its execution heartbeat expires;
 `StartedJobRegistry.cleanup()` then moves it to failed (AbandonedJobError). We run that
 cleanup before answering about a running job, so a dead worker's job turns `failed`
-within PROTOTOK_HEARTBEAT_TTL_S even when no other worker is alive to do it.
+within PROTOTOK_HEARTBEAT_TTL_S even when no other worker is alive to do it (but not in
+the first TTL after a Redis restart: `safejob.cleanup_abandoned`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
 from rq.results import Result
 
 from .. import safejob
-from ..deps import RedisDep
+from ..deps import RedisDep, settings_dep
 from ..errors import CorruptJobRecord, JobNotFound
 from ..queues import served_models
 from ..schemas import ErrorBody, JobView, Progress
@@ -39,7 +39,7 @@ def fetch(job_id: str, conn) -> Job:
         raise CorruptJobRecord(f"the record of job '{job_id}' in Redis was not written by this service "
                                "(not valid JSON, or another function); it is not run or shown") from None
     if job.get_status(refresh=False) == JobStatus.STARTED:
-        safejob.registry(StartedJobRegistry, job.origin, conn).cleanup()
+        safejob.cleanup_abandoned(conn, job.origin, settings_dep().heartbeat_ttl_s)
         job.refresh()
     return job
 
