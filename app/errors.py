@@ -111,7 +111,8 @@ def _summary(errors: list[dict]) -> tuple[str, list[dict]]:
 
 
 async def _prototok_error(_: Request, exc: PrototokError) -> JSONResponse:
-    return JSONResponse(error_body(exc.code, str(exc)), status_code=status_of(exc))
+    return JSONResponse(error_body(exc.code, str(exc)), status_code=status_of(exc),
+                        headers=getattr(exc, "headers", None))
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -29,6 +29,12 @@ DECODE_SECONDS = Histogram(
 )
 
 
+DECODE_BATCH = Histogram(
+    "prototok_decode_batch_requests", "Decode requests joined into one forward pass (app/batcher.py)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=None,
+)
+
+
 def record_encode(conn: Redis, seconds: float) -> None:
     """Add one finished encode job to the shared histogram (cumulative buckets, as Prometheus wants)."""
     with conn.pipeline() as pipe:
@@ -81,5 +87,6 @@ class ServiceCollector:
 def render(conn: Redis, settings: Settings) -> bytes:
     registry = CollectorRegistry()
     registry.register(DECODE_SECONDS)
+    registry.register(DECODE_BATCH)
     registry.register(ServiceCollector(conn, settings))
     return generate_latest(registry)

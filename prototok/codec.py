@@ -182,9 +182,9 @@ def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:
     return results
 
 
-def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths: list[int],
-                   arrangement: Arrangement = Arrangement.E_MN1, sink: bool = False) -> str:
-    """Decode client-supplied vectors (no corrections, no checksum): e, m of shape (K, d)."""
+def check_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor,
+                  lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Client-supplied e, m as (K, d) rows this model can decode at these lengths, or BadVectors."""
     e, m = e.reshape(-1, e.shape[-1]), m.reshape(-1, m.shape[-1])
     if e.shape != m.shape or e.shape[1] != lm.hidden_size or e.shape[0] != len(lengths):
         raise BadVectors(f"e and m must both be ({len(lengths)}, {lm.hidden_size}); got "
@@ -193,5 +193,12 @@ def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths:
         raise BadVectors("vectors contain NaN or inf")
     if any(n < 1 or n > lm.max_length - 1 for n in lengths):
         raise BadVectors(f"each length must be between 1 and {lm.max_length - 1}")
+    return e, m
+
+
+def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths: list[int],
+                   arrangement: Arrangement = Arrangement.E_MN1, sink: bool = False) -> str:
+    """Decode client-supplied vectors (no corrections, no checksum): e, m of shape (K, d)."""
+    e, m = check_vectors(lm, e, m, lengths)
     ids = decode_ids(lm, arrangement, e, m, lengths, sink)
     return lm.detokenize([t for x in ids for t in x])

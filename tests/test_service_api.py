@@ -286,3 +286,26 @@ def test_stored_encoding_over_the_position_limit_is_413_and_kept(api, service_re
     assert r.status_code == 413 and r.json()["code"] == "too_many_tokens", r.text
     raw = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"})
     assert raw.status_code == 200 and Encoding.from_bytes(raw.content).n_tokens == enc.n_tokens
+
+
+def test_the_unbatched_decode_path_answers_the_same(service_logs, api, finished):
+    """PROTOTOK_DECODE_BATCHING=false (one pass per request in the thread pool, kept for bench.load)."""
+    from conftest import Api
+
+    emb_id = finished["embedding_ids"][0]
+    blob = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"}).content
+    emb = api.http.get(f"/v1/embeddings/{emb_id}").json()
+    vectors = {"model": "tiny-llama", "e": emb["vectors"]["e"], "m": emb["vectors"]["m"], "length": emb["length"]}
+    old = Api(service_logs / "api-unbatched.log", PROTOTOK_DECODE_BATCHING="false").start()
+    try:
+        for server in (api, old):
+            assert server.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
+            assert server.http.post("/v1/decode", content=blob,
+                                    headers={"content-type": "application/octet-stream"}).json()["text"] == TEXT
+        assert old.http.post("/v1/decode", json=vectors).json()["text"] == api.http.post(
+            "/v1/decode", json=vectors).json()["text"]
+        r = old.http.post("/v1/decode", json={**vectors, "length": 10**9})
+        assert r.status_code == 413 and r.json()["code"] == "too_many_tokens"
+    finally:
+        old.proc.stop()
+        old.http.close()
