@@ -42,6 +42,12 @@ class JobNotFound(ServiceError):
     code, status = "job_not_found", 404
 
 
+class JobEnded(ServiceError):
+    """DELETE of a job that already finished or failed: there is nothing left to cancel."""
+
+    code, status = "job_ended", 409
+
+
 class EmbeddingNotFound(ServiceError):
     code, status = "embedding_not_found", 404
 

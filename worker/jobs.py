@@ -22,6 +22,7 @@ import uuid
 from rq import get_current_job
 from rq.job import Job
 
+from app import cancel
 from app.metrics import record_encode
 from app.queues import config_from_dict
 from app.safejob import SERIALIZER
@@ -32,6 +33,12 @@ from prototok.settings import get_settings
 from .retry import REDIS_DOWN, best_effort, retrying
 
 log = logging.getLogger("prototok.worker")
+
+
+class JobCanceled(Exception):
+    """DELETE /v1/jobs/{id} asked this job to stop (app/cancel.py)."""
+
+    code = "canceled"
 
 
 class ProgressReporter:
@@ -46,6 +53,7 @@ class ProgressReporter:
             return
         acc = sum(p.accuracy) / len(p.accuracy) if p.accuracy else 0.0
         self.save(step=p.step, max_steps=p.max_steps, accuracy=round(acc, 4), loss=round(p.loss, 4), done=p.done)
+        stop_if_canceled(self.job, f"at step {p.step}")
 
     def save(self, **progress: object) -> None:
         """Best effort: a report that Redis does not take is dropped; the job goes on."""
@@ -60,6 +68,16 @@ class ProgressReporter:
             self.quiet_until = time.monotonic() + 2.0
 
 
+def stop_if_canceled(job: Job, when: str) -> None:
+    """Raise JobCanceled if the API asked; with Redis away, carry on (the next check will tell)."""
+    try:
+        asked = cancel.requested(job.connection, job.id)
+    except REDIS_DOWN:
+        return
+    if asked:
+        raise JobCanceled(f"canceled {when} (DELETE /v1/jobs/{job.id}); nothing was stored")
+
+
 def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
     """Encode the texts together, verify they decode, store them; returns the embedding ids."""
     job = get_current_job()
@@ -71,9 +89,11 @@ def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
     cfg = config_from_dict(config)
     report = ProgressReporter(job, get_settings().progress_every)
     try:
+        stop_if_canceled(job, "before it started")
         encodings = encode_texts(lm, texts, cfg, progress=report)
         decode(lm, encodings)  # one forward pass: never store an encoding that does not rebuild its text
-    except PrototokError as exc:
+        stop_if_canceled(job, "after optimising")
+    except (PrototokError, JobCanceled) as exc:
         job.meta["error"] = {"code": exc.code, "message": str(exc)}
         retrying(f"job {job.id}: saving its error", job.save_meta)
         raise

@@ -9,14 +9,16 @@ the first TTL after a Redis restart: `safejob.cleanup_abandoned`).
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from rq.exceptions import NoSuchJobError
+import contextlib
+
+from fastapi import APIRouter, Response
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from .. import safejob
-from ..deps import RedisDep, settings_dep
-from ..errors import CorruptJobRecord, JobNotFound
+from .. import cancel, safejob
+from ..deps import RedisDep, SettingsDep, settings_dep
+from ..errors import CorruptJobRecord, JobEnded, JobNotFound
 from ..queues import served_models
 from ..schemas import ErrorBody, JobView, Progress
 
@@ -57,7 +59,7 @@ def failure(job: Job, step: int) -> tuple[str, str]:
     if "JobTimeoutException" in text:
         return "job_timeout", f"the job ran past its time limit of {job.timeout} s"
     if job.get_status(refresh=False) in (JobStatus.STOPPED, JobStatus.CANCELED):
-        return "job_canceled", "the job was stopped or canceled"
+        return "canceled", "the job was canceled before it started (DELETE /v1/jobs/{id}); nothing was stored"
     last = [line for line in text.strip().splitlines() if line.strip()]
     return "encode_failed", last[-1] if last else "the job failed without a message"
 
@@ -70,10 +72,37 @@ def get_job(job_id: str, conn: RedisDep) -> JobView:
     progress = Progress(**job.meta.get("progress", {"max_steps": 0}))
     view = JobView(job_id=job.id, status=status, model=job.meta.get("model"), progress=progress,
                    enqueued_at=job.enqueued_at, started_at=job.started_at, ended_at=job.ended_at)
+    if status in ("queued", "running"):
+        view.cancel_requested = cancel.requested(conn, job.id)
     if status == "queued":
         view.waiting_for_worker = view.model is not None and view.model not in served_models(conn)
     elif status == "finished":
         view.embedding_ids = job.meta.get("embedding_ids") or job.return_value()
     elif status == "failed":
         view.error_code, view.error = failure(job, progress.step)
+    return view
+
+
+@router.delete("/jobs/{job_id}", response_model=JobView, status_code=200,
+               responses={202: {"model": JobView, "description": "a running job: it stops at its next step"},
+                          **{s: {"model": ErrorBody} for s in (404, 409, 500)}},
+               summary="Cancel a queued job, or stop a running one at its next step")
+def cancel_job(job_id: str, response: Response, conn: RedisDep, settings: SettingsDep) -> JobView:
+    """A queued job is canceled at once (200, `failed` with `error_code: canceled`); a running one
+    gets a cancel flag (202, `cancel_requested: true`) and stops at its next progress report,
+    storing nothing. Canceling a canceled job answers its state again; a finished or otherwise
+    failed job is 409 `job_ended`."""
+    view = get_job(job_id, conn)
+    if view.status == "finished" or (view.status == "failed" and view.error_code != "canceled"):
+        raise JobEnded(f"job '{job_id}' already ended ({view.status}); delete its embeddings instead")
+    if view.status == "failed":
+        return view
+    cancel.request(conn, job_id, settings.job_timeout_s + 3600)  # first: a worker taking it now still sees it
+    job = fetch(job_id, conn)
+    if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+        with contextlib.suppress(InvalidJobOperation):
+            job.cancel()
+    view = get_job(job_id, conn)
+    if view.status == "running":
+        response.status_code = 202
     return view
