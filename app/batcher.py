@@ -11,8 +11,9 @@ per second in all than one client alone). Now:
   waiting at most PROTOTOK_DECODE_BATCH_WAIT_MS for company) and decodes it in one batched
   pass (`prototok.decode` for encodings, `decode_ids` for raw vectors), which costs about
   what one request's pass costs on a CPU, and less per text on a GPU;
-- the thread runs at a lower CPU priority (PROTOTOK_DECODE_NICE), so request handling gets
-  a core first; its torch worker threads inherit that niceness;
+- the passes use PROTOTOK_DECODE_THREADS torch threads (default: all cores but one), so one
+  core stays free for request handling; on a busy CPU this also spares the passes the cost of
+  threads that spin at each barrier waiting for a descheduled sibling;
 - at most PROTOTOK_DECODE_QUEUE_MAX decodes wait: past that, 503 `decode_busy` with
   Retry-After, instead of a queue that grows without bound.
 
@@ -109,7 +110,7 @@ class DecodeLane:
     # --- the lane's thread ---
 
     def _run(self) -> None:
-        _lower_priority(self.settings.decode_nice)
+        torch.set_num_threads(decode_threads(self.settings))  # process-wide: the API runs torch only here
         while True:
             batch = self._gather()
             try:
@@ -174,14 +175,8 @@ def _pass(lm: LanguageModel, jobs: list[Pending]) -> list[Decoded] | list[Vector
     return out
 
 
-def _lower_priority(nice: int) -> None:
-    """Renice this thread only (Linux: per-thread niceness); threads it starts inherit it."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except OSError as exc:
-        log.warning("could not lower the decode thread's priority: %s", exc)
+def decode_threads(settings: Settings) -> int:
+    return settings.decode_threads or max(1, (os.cpu_count() or 2) - 1)
 
 
 _lanes: dict[str, DecodeLane] = {}

@@ -28,7 +28,7 @@ def encodings(tiny):
 
 def lane(**settings) -> DecodeLane:
     """A lane whose thread is not started yet, so a test can fill its queue first."""
-    return DecodeLane("tiny-llama", Settings(decode_nice=0, **settings))
+    return DecodeLane("tiny-llama", Settings(**settings))
 
 
 def batches() -> tuple[float, float]:
