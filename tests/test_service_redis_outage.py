@@ -106,7 +106,9 @@ def test_worker_survives_redis_killed_mid_job_and_at_the_final_store(outage_serv
     # At the final store: the optimisation ends while Redis is down; the result waits in memory.
     outage_then_exact(server, api, worker, "stored after the outage", 300, "storing its result: Redis unavailable")
     assert logged(worker, "result ready") and not logged(worker, "quitting")
-    # The same process takes the next job.
+    # The same process takes the next job (once its announcement, which a restart may find
+    # expired, is renewed: the registry of live workers lags a restart by up to a second).
+    wait_served(api, "tiny-llama", worker, timeout=30)
     after = api.http.post("/v1/encode", json={"text": "next", "options": {"max_steps": 3}}).json()["job_id"]
     assert wait_job(api, after, 120, worker)["status"] == "finished"
     assert worker.alive()
