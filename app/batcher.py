@@ -14,6 +14,12 @@ per second in all than one client alone). Now:
 - the passes use PROTOTOK_DECODE_THREADS torch threads (default: all cores but one), so one
   core stays free for request handling; on a busy CPU this also spares the passes the cost of
   threads that spin at each barrier waiting for a descheduled sibling;
+- the thread runs at a lower CPU priority (PROTOTOK_DECODE_NICE, default 10; its torch worker
+  threads inherit it): on a contended CPU, request handling goes first and decodes get the
+  rest (bench.load: poll p50 809 ms at niceness 0, 8 ms at 10, for a third fewer decodes).
+  Two costs: on a host shared with other busy processes the lane yields to them too, and when
+  the lane is descheduled while it holds the GIL, the API's other threads wait for it (the
+  tail of poll latency under load). A decode process of its own would remove the second;
 - at most PROTOTOK_DECODE_QUEUE_MAX decodes wait: past that, 503 `decode_busy` with
   Retry-After, instead of a queue that grows without bound.
 
@@ -111,6 +117,7 @@ class DecodeLane:
 
     def _run(self) -> None:
         torch.set_num_threads(decode_threads(self.settings))  # process-wide: the API runs torch only here
+        lower_priority(self.settings.decode_nice)
         while True:
             batch = self._gather()
             try:
@@ -173,6 +180,16 @@ def _pass(lm: LanguageModel, jobs: list[Pending]) -> list[Decoded] | list[Vector
         mine, i = ids[i : i + len(job.lengths)], i + len(job.lengths)
         out.append(VectorsResult(lm.detokenize([t for chunk in mine for t in chunk]), seconds))
     return out
+
+
+def lower_priority(nice: int) -> None:
+    """Renice this thread only (Linux: niceness is per thread); threads it starts inherit it."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as exc:
+        log.warning("could not lower the decode thread's priority: %s", exc)
 
 
 def decode_threads(settings: Settings) -> int:

@@ -11,11 +11,14 @@ embedded SmolLM2, as in issue 10. The encodings are ten ~16-token sentences
 Clients (httpx async, one process): `--clients - --decoders` pollers each ask for a random
 job every `--poll-every` seconds; `--decoders` clients decode a random stored encoding
 (`GET /v1/embeddings/{id}/text`) back to back and check that the text is exact. Each path
-gets `--seconds` of this, in `--rounds` turns taken alternately with the other path (both
-APIs stay up), so that a neighbour's burst on a shared machine hits both alike; only requests
+gets `--seconds` of this, in `--rounds` turns taken alternately with the other paths (the
+APIs stay up), so that a neighbour's burst on a shared machine hits all alike; only requests
 that complete inside a turn count, each has a 60 s timeout, and after each turn the API is
-left to finish what the stopped clients left in flight before the next turn starts. Paths: `old` is PROTOTOK_DECODE_BATCHING=false (one pass per request in
-FastAPI's shared thread pool, as before), `new` is the decode lane (app/batcher.py).
+left to finish what the stopped clients left in flight before the next turn starts.
+
+Paths: `old` is PROTOTOK_DECODE_BATCHING=false (one pass per request in FastAPI's shared
+thread pool, as before), `new` is the decode lane (app/batcher.py), and `polls-only` is the
+new API with the pollers alone: the floor of poll latency on this machine at that moment.
 
 Then, on the new path, the largest decodes the default limits allow, with the API's peak
 resident memory (VmHWM from /proc) after each: one chunk of PROTOTOK_MAX_DECODE_TOKENS
@@ -210,8 +213,10 @@ class Tally:
         }
 
 
-async def run_load(api: str, jobs: list[str], texts: dict[str, str], args, seconds: float, tally: Tally) -> None:
-    """`args.clients` clients against one API for `seconds`; what completes inside the window counts."""
+async def run_load(api: str, jobs: list[str], texts: dict[str, str], args, decoders: int, seconds: float,
+                   tally: Tally) -> None:
+    """`args.clients` clients, `decoders` of them decoding, against one API for `seconds`;
+    what completes inside the window counts."""
     start = time.perf_counter()
     end = start + seconds
     emb_ids = list(texts)
@@ -241,7 +246,7 @@ async def run_load(api: str, jobs: list[str], texts: dict[str, str], args, secon
 
     limits = httpx.Limits(max_connections=args.clients + 10, max_keepalive_connections=args.clients + 10)
     async with httpx.AsyncClient(base_url=api, timeout=60, limits=limits) as http:
-        tasks = [asyncio.create_task((decoder if i < args.decoders else poller)(http, random.Random(i)))
+        tasks = [asyncio.create_task((decoder if i < decoders else poller)(http, random.Random(i)))
                  for i in range(args.clients)]
         await asyncio.sleep(max(0.0, end - time.perf_counter()))
         for t in tasks:
@@ -330,11 +335,16 @@ def markdown(record: dict) -> str:
                      f"{', '.join(map(str, p['load_avg_1m']))} |")
     lines.append("")
     lines.append("Status codes: " + "; ".join(f"{p['path']}: {p['statuses']}" for p in record["paths"]))
-    if len(record["paths"]) == 2:
-        old, new = record["paths"]
-        if old["decodes_per_s"]:
-            lines.append(f"\nDecode throughput new/old: **{new['decodes_per_s'] / old['decodes_per_s']:.1f}x**; "
-                         f"poll p99 {old['poll_p99_ms']} ms -> {new['poll_p99_ms']} ms.")
+    by = {p["path"]: p for p in record["paths"]}
+    if "old" in by and "new" in by and by["old"]["decodes_per_s"]:
+        old, new = by["old"], by["new"]
+        lines.append(f"\nDecode throughput new/old: **{new['decodes_per_s'] / old['decodes_per_s']:.1f}x**; "
+                     f"poll p50 {old['poll_p50_ms']} -> {new['poll_p50_ms']} ms, "
+                     f"p99 {old['poll_p99_ms']} -> {new['poll_p99_ms']} ms.")
+    if "polls-only" in by:
+        lines.append(f"`polls-only` is the new API with the {record['args']['clients'] - record['args']['decoders']} "
+                     "pollers alone (no decoders): what polls cost on this machine at that moment, with nothing "
+                     "decoding.")
     if record.get("worst"):
         lines += ["", (f"Largest decodes within the default limits (PROTOTOK_MAX_DECODE_TOKENS="
                   f"{record['max_decode_tokens']}, 8 MiB body), one at a time on the idle new-path API after the load; "
@@ -359,7 +369,8 @@ def main() -> None:
     ap.add_argument("--poll-every", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=20, help="finished jobs to poll (and as many queued ones)")
     ap.add_argument("--encode-steps", type=int, default=10)
-    ap.add_argument("--paths", nargs="+", default=["old", "new"], choices=["old", "new"])
+    ap.add_argument("--paths", nargs="+", default=["old", "new", "polls-only"], choices=["old", "new", "polls-only"],
+                    help="polls-only: the new API with the pollers alone, the floor this machine allows")
     ap.add_argument("--no-worst", action="store_true", help="skip the largest-decode memory rows")
     ap.add_argument("--api-env", nargs="*", default=[], metavar="PROTOTOK_X=V", help="extra settings for both APIs")
     args = ap.parse_args()
@@ -378,8 +389,9 @@ def main() -> None:
         worker = spawn(stack, [sys.executable, "-m", "worker"],
                        service_env(redis_url, PROTOTOK_MODEL="tiny-llama", OMP_NUM_THREADS="1"), tmp / "worker.log")
         env = {"PROTOTOK_MODEL": args.model, **dict(kv.split("=", 1) for kv in args.api_env)}
-        apis = {path: start_api(stack, tmp, redis_url, path == "new", env)
-                for path in args.paths}
+        apis = {path: start_api(stack, tmp, redis_url, path == "new", env) for path in args.paths if path != "polls-only"}
+        if "polls-only" in args.paths:
+            apis["polls-only"] = apis["new"] if "new" in apis else start_api(stack, tmp, redis_url, True, env)
         first = next(iter(apis.values()))[0]
         wait_until(lambda: "tiny-llama" in httpx.get(f"{first}/readyz").json().get("models", []), 300,
                    "the tiny-llama worker", worker)
@@ -393,11 +405,14 @@ def main() -> None:
             for path, (api, proc) in apis.items():
                 loads[path].append(round(os.getloadavg()[0], 2))
                 print(f"[{path}] round {r + 1}/{args.rounds}: {args.seconds / args.rounds:.0f} s ...", flush=True)
-                asyncio.run(run_load(api, jobs, texts, args, args.seconds / args.rounds, tallies[path]))
+                decoders = 0 if path == "polls-only" else args.decoders
+                asyncio.run(run_load(api, jobs, texts, args, decoders, args.seconds / args.rounds, tallies[path]))
                 drain[path].append(wait_idle(proc.pid))
         for path, (api, proc) in apis.items():
             row = {"path": path, **tallies[path].summary(), "load_avg_1m": loads[path], "drain_s": drain[path],
                    "api_peak_rss_mb": peak_rss_mb(proc.pid)[0], "mean_batch": batch_stats(api) if path == "new" else None}
+            if path == "polls-only":
+                row.update(decodes_per_s=None, decode_p50_ms=None, decode_p99_ms=None, api_peak_rss_mb=None)
             print(row, flush=True)
             record["paths"].append(row)
         if "new" in apis and not args.no_worst:
