@@ -14,12 +14,13 @@ per second in all than one client alone). Now:
 - the passes use PROTOTOK_DECODE_THREADS torch threads (default: all cores but one), so one
   core stays free for request handling; on a busy CPU this also spares the passes the cost of
   threads that spin at each barrier waiting for a descheduled sibling;
-- the thread runs at a lower CPU priority (PROTOTOK_DECODE_NICE, default 10; its torch worker
+- the thread runs at a lower CPU priority (PROTOTOK_DECODE_NICE, default 5; its torch worker
   threads inherit it): on a contended CPU, request handling goes first and decodes get the
-  rest (bench.load: poll p50 809 ms at niceness 0, 8 ms at 10, for a third fewer decodes).
-  Two costs: on a host shared with other busy processes the lane yields to them too, and when
-  the lane is descheduled while it holds the GIL, the API's other threads wait for it (the
-  tail of poll latency under load). A decode process of its own would remove the second;
+  rest (bench.load smoke runs, 150 pollers and 50 decoders: poll p50 809 / 13 / 8 ms and
+  9.9 / 8.5 / 6.0 decodes/s at niceness 0 / 5 / 10). Two costs: on a host shared with other
+  busy processes the lane yields to them too (at 10 it starved there), and when the lane is
+  descheduled while it holds the GIL, the API's other threads wait for it (the tail of poll
+  latency under load). A decode process of its own would remove the second;
 - at most PROTOTOK_DECODE_QUEUE_MAX decodes wait: past that, 503 `decode_busy` with
   Retry-After, instead of a queue that grows without bound.
 

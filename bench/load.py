@@ -354,6 +354,12 @@ def markdown(record: dict) -> str:
         for w in record["worst"]:
             lines.append(f"| {w['request']} | {w['body_mb']} | {w['status']} {w['code']} | {w['seconds']} | "
                          f"{w['api_peak_rss_mb']} |")
+    if record.get("lane"):
+        lane = record["lane"]
+        lines += ["", f"New path's decode lane: {lane['decode_threads']} torch thread(s), niceness {lane['decode_nice']}"
+                  + (f", passes of up to {lane['decode_batch_tokens']} positions after up to "
+                     f"{lane['decode_batch_wait_ms']} ms" if "decode_batch_tokens" in lane else "")
+                  + ". (The header's thread count is the bench process's own.)"]
     lines += ["", ("The machine is shared with other engineers' jobs (2 cores): the load average columns say how "
               "busy it was; compare the two paths of one run, not runs on different days.")]
     return "\n".join(lines)
@@ -380,8 +386,12 @@ def main() -> None:
     from prototok.settings import Settings
 
     max_tokens = Settings().max_decode_tokens
+    extra = dict(kv.split("=", 1) for kv in args.api_env)
+    lane = Settings(**{k.removeprefix("PROTOTOK_").lower(): v for k, v in extra.items() if k.startswith("PROTOTOK_")})
     record: dict = {"machine": machine(), "args": vars(args), "model": args.model, "paths": [],
-                    "max_decode_tokens": max_tokens}
+                    "max_decode_tokens": max_tokens,
+                    "lane": {k: getattr(lane, k) for k in ("decode_threads", "decode_nice", "decode_batch_tokens",
+                                                         "decode_batch_wait_ms", "decode_queue_max")}}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-load-") as tmpdir:
         tmp = Path(tmpdir)
         redis_url = start_redis(stack, tmp)

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     decode_batch_wait_ms: float = Field(2.0, ge=0)  # how long the decode thread waits for company for a pass
     decode_queue_max: int = Field(256, ge=1)  # decodes waiting for their model's thread; more: 503 decode_busy
     decode_threads: int = Field(0, ge=0)  # torch threads of the API's decode passes; 0 = cores - 1 (a core for requests)
-    decode_nice: int = Field(10, ge=0, le=19)  # CPU niceness of the decode threads, so request handling goes first
+    decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode threads, so request handling goes first
     redis_retry_max_s: float = Field(10.0, gt=0)  # a worker retries Redis writes with backoff up to this wait
 
 
