@@ -8,6 +8,7 @@ and answers 500 with code `internal_error`, still as JSON.
 from __future__ import annotations
 
 import logging
+import re
 
 import redis
 from fastapi import FastAPI, Request
@@ -32,10 +33,11 @@ log = logging.getLogger("prototok.api")
 
 
 class ServiceError(PrototokError):
-    """An error only the service can have; `status` is its HTTP status."""
+    """An error only the service can have; `status` is its HTTP status, `headers` go with it."""
 
     code = "invalid_request"
     status = 400
+    headers: dict[str, str] | None = None
 
 
 class JobNotFound(ServiceError):
@@ -66,6 +68,36 @@ class CorruptJobRecord(ServiceError):
     """A job hash in Redis that this service did not write (not JSON, another function): never run or shown."""
 
     code, status = "corrupt_job_record", 500
+
+
+class Unauthorized(ServiceError):
+    """No key, or one that is unknown or revoked (RFC 6750: say which scheme to use)."""
+
+    code, status = "unauthorized", 401
+
+    def __init__(self, message: str, invalid: bool = False):
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid else "Bearer"}
+
+
+class RateLimited(ServiceError):
+    code, status = "rate_limited", 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class TooManyJobs(ServiceError):
+    code, status = "too_many_jobs", 429
+
+    def __init__(self, message: str, retry_after: int = 10):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class EncodeBudgetExceeded(ServiceError):
+    code, status = "encode_budget_exceeded", 413
 
 
 class ChecksumMismatch(ServiceError):
@@ -128,16 +160,51 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse(error_body(code, message, errors=clean), status_code=status)
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """FastAPI answers 400 "error parsing the body" for a JSON body that `json.loads` rejects with
+    something other than JSONDecodeError: bytes that are not UTF-8, or nesting past the recursion
+    limit. Both are malformed JSON to a client; say which."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not valid JSON: it is not UTF-8 (byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "the body is not valid JSON that this service reads: it is nested too deeply"
+    if isinstance(cause, ValueError):
+        return "the body is not valid JSON"
+    return None
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the API documents at this path. Starlette's 405 names only the first
+    matching route's, and GET and DELETE of one path are two routes here."""
+    methods: set[str] = set()
+    for template, ops in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in ops}
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
              415: "unsupported_media_type"}
+    malformed = _unparsable_body(exc)
+    if malformed:
+        return JSONResponse(error_body("malformed_json", malformed), status_code=400)
     code = getattr(exc, "code", None) or codes.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers or None)
 
 
 async def _redis_down(_: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    """503 without the exception text: it names Redis' host and port, which are nobody's business."""
     log.error("redis unavailable: %s", exc)
-    return JSONResponse(error_body("redis_unavailable", f"the job store is unreachable: {exc}"), status_code=503)
+    return JSONResponse(error_body("redis_unavailable", "the job store is unreachable; try again shortly"),
+                        status_code=503, headers={"Retry-After": "5"})
 
 
 async def _bug(_: Request, exc: Exception) -> JSONResponse:

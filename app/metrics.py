@@ -2,12 +2,14 @@
 
 - jobs by state and model: read from RQ's queues and registries at scrape time;
 - encode seconds: a histogram that workers on any host add to in a Redis hash
-  (`record_encode`), so one scrape of the API sees the whole pool;
+  (`record_encode`), so one scrape of the API sees the whole pool; the last few durations
+  per model are kept too, for the rough ETA of queued jobs;
 - decode latency: measured where decoding runs, in this API process.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -22,6 +24,8 @@ from . import safejob
 from .queues import live_workers
 
 ENCODE_KEY = "prototok:metrics:encode_seconds"
+RECENT_PREFIX = "prototok:metrics:recent:"  # list per model: the last RECENT_N encode durations
+RECENT_N = 20
 ENCODE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 DECODE_SECONDS = Histogram(
     "prototok_decode_seconds", "One-pass decode latency in the API process (forward pass only)",
@@ -35,15 +39,28 @@ DECODE_BATCH = Histogram(
 )
 
 
-def record_encode(conn: Redis, seconds: float) -> None:
-    """Add one finished encode job to the shared histogram (cumulative buckets, as Prometheus wants)."""
+def record_encode(conn: Redis, seconds: float, model: str | None = None) -> None:
+    """Add one finished encode job to the shared histogram (cumulative buckets, as Prometheus wants)
+    and to the model's recent durations."""
     with conn.pipeline() as pipe:
         for le in ENCODE_BUCKETS:
             if seconds <= le:
                 pipe.hincrby(ENCODE_KEY, f"le:{le}", 1)
         pipe.hincrby(ENCODE_KEY, "count", 1)
         pipe.hincrbyfloat(ENCODE_KEY, "sum", seconds)
+        if model:
+            pipe.lpush(RECENT_PREFIX + model, round(seconds, 3))
+            pipe.ltrim(RECENT_PREFIX + model, 0, RECENT_N - 1)
         pipe.execute()
+
+
+def typical_encode_seconds(conn: Redis, model: str) -> float | None:
+    """Median of the model's recent encode durations, else the all-model mean; None before any job ended."""
+    recent = [float(v) for v in conn.lrange(RECENT_PREFIX + model, 0, -1)]
+    if recent:
+        return statistics.median(recent)
+    count, total = conn.hmget(ENCODE_KEY, "count", "sum")
+    return float(total) / int(count) if count and int(count) > 0 else None
 
 
 class ServiceCollector:

@@ -2,6 +2,10 @@
 
 Limits that operators configure (text length, batch size, step cap) live in Settings and are
 checked in the routes, since a pydantic constraint is fixed when the class is defined.
+
+Numbers and flags are strict: pydantic's lax mode would read `true` as 1.0 in a vector,
+`0.0` as false for `sink` and `5.0` as 5 steps; a client that sends those has a bug worth
+hearing about. Integers still count as floats (JSON has one number type).
 """
 
 from __future__ import annotations
@@ -9,13 +13,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from prototok.recipe import RECIPES, Arrangement, EncodeConfig, Method
 from prototok.settings import Settings
 
 EXAMPLE_TEXT = "The quick brown fox jumps over the lazy dog."
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(min_length=1)]
 
 
@@ -26,19 +40,21 @@ class Strict(BaseModel):
 class EncodeOptions(Strict):
     """Optimisation knobs; anything left out takes the server's recipe (PROTOTOK_RECIPE)."""
 
-    max_steps: int | None = Field(None, ge=1, description="step budget; capped at PROTOTOK_MAX_STEPS_LIMIT",
-                                  examples=[200])
-    seeds: int | None = Field(None, ge=1, le=64, description="random restarts run side by side; the best is kept")
-    seed: int | None = Field(None, ge=0, description="base seed; restart k uses seed + k")
+    max_steps: StrictInt | None = Field(None, ge=1, description="step budget; capped at PROTOTOK_MAX_STEPS_LIMIT",
+                                        examples=[200])
+    seeds: StrictInt | None = Field(None, ge=1, le=64,
+                                    description="random restarts run side by side; the best is kept")
+    seed: StrictInt | None = Field(None, ge=0, le=2**31 - 1, description="base seed; restart k uses seed + k")
     lr: FiniteFloat | None = Field(None, gt=0, le=10, description="AdamW learning rate")
     recipe: Literal["tuned", "paper"] | None = Field(None, description="base recipe the other options change")
     arrangement: Arrangement | None = Field(None, description="input layout of e and m (paper, Table 1)")
     method: Method | None = Field(None, description="one_step (the paper) or autoregressive ([mem] baseline)")
     share: Literal["none", "shared_m", "shared_e"] | None = Field(
         None, description="for a batch: one m (or e) shared by the texts of a group (paper, Table 2)")
-    group_size: int | None = Field(None, ge=0, description="texts per sharing group; 0 = the whole batch")
-    chunk_tokens: int | None = Field(None, ge=1, le=4096, description="longer texts are split into chunks")
-    sink: bool | None = Field(None, description="a frozen BOS embedding before [e, m, ...] (tuned: on, paper: off)")
+    group_size: StrictInt | None = Field(None, ge=0, le=10**6,
+                                         description="texts per sharing group; 0 = the whole batch")
+    chunk_tokens: StrictInt | None = Field(None, ge=1, le=4096, description="longer texts are split into chunks")
+    sink: StrictBool | None = Field(None, description="a frozen BOS embedding before [e, m, ...] (tuned: on, paper: off)")
 
     def to_config(self, settings: Settings) -> EncodeConfig:
         """The exact config a worker will run, with the step budget capped."""
@@ -50,16 +66,24 @@ class EncodeOptions(Strict):
             chunk_tokens=self.chunk_tokens)
 
 
+def _no_default(schema: dict) -> None:
+    """An optional field that may be left out but not sent as null: no `default: null` in the docs."""
+    schema.pop("default", None)
+
+
 class EncodeRequest(Strict):
     """One text, or a batch of texts optimised together in one job."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"text": EXAMPLE_TEXT, "options": {"max_steps": 200}},
-        {"texts": ["first text", "second text"], "model": "smollm2-135m-instruct", "options": {"seeds": 2}},
-    ]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],  # exactly one of them
+        "examples": [
+            {"text": EXAMPLE_TEXT, "options": {"max_steps": 200}},
+            {"texts": ["first text", "second text"], "model": "smollm2-135m-instruct", "options": {"seeds": 2}},
+        ]})
 
-    text: Text | None = Field(None, description="the text to compress")
-    texts: list[Text] | None = Field(None, min_length=1, description="several texts, one job")
+    text: Text = Field(None, description="the text to compress", json_schema_extra=_no_default)
+    texts: list[Text] = Field(None, min_length=1, description="several texts, one job",
+                              json_schema_extra=_no_default)
     model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
         None, description="model to encode with; default PROTOTOK_MODEL")
     options: EncodeOptions = Field(default_factory=EncodeOptions)
@@ -82,12 +106,25 @@ class JobAccepted(BaseModel):
     config: dict = Field(description="the encode config the worker will run (after defaults and caps)")
 
 
+class ProgressPoint(BaseModel):
+    step: int = Field(description="steps since the job started (counting on across batches of chunks)")
+    loss: float
+    accuracy: float
+
+
 class Progress(BaseModel):
     step: int = Field(0, description="optimisation steps done (of the current batch of chunks)")
     max_steps: int
     accuracy: float = Field(0.0, description="mean best token accuracy so far, vectors alone")
     loss: float | None = None
     done: int = Field(0, description="chunks already reconstructed exactly")
+    chunks: int | None = Field(None, description="chunks optimised in the current batch")
+    history: list[ProgressPoint] = Field(default_factory=list, description=(
+        "(step, loss, accuracy) every PROTOTOK_PROGRESS_EVERY steps; at most 500 points, thinned "
+        "evenly over the whole run when longer"))
+    tokens: list[str] | None = Field(None, description="the first text's first 256 tokens, each as text")
+    correct: list[bool] | None = Field(None, description="per entry of `tokens`: whether the best vectors so "
+                                                         "far rebuild it on their own")
 
 
 class JobView(BaseModel):
@@ -114,6 +151,10 @@ class JobView(BaseModel):
                                      "it stays queued (nothing is lost) and runs when such a worker starts")
     cancel_requested: bool = Field(False, description="DELETE /v1/jobs/{id} asked it to stop; a running job "
                                    "stops at its next step and ends failed with error_code canceled")
+    queue_position: int | None = Field(None, description="queued: jobs ahead of this one in its model's queue "
+                                       "(0 = next)")
+    eta_s: float | None = Field(None, description="queued: rough seconds until it ends, from the model's recent "
+                                "encode times and live workers; null before any job has ended or with no worker")
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -137,6 +178,10 @@ class EmbeddingView(BaseModel):
     created: float
     sha256: str = Field(description="checksum of the stored .safetensors bytes")
     vectors: dict[str, list] = Field(description="e and m as (chunks, hidden_size) lists; mem for autoregressive")
+    dtype: str | None = Field(None, description="how the file stores the vectors (float32, ...), when it says")
+    size: dict[str, float] | None = Field(None, description=(
+        "sizes the encoding records, when it does: vectors_bytes, file_bytes, text_bytes, gzip_bytes, "
+        "zstd_bytes, bits_per_char"))
 
 
 class TextView(BaseModel):
@@ -170,10 +215,10 @@ class DecodeRequest(Strict):
     model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
     e: Vectors = Field(description="(chunks, hidden_size); a single (hidden_size,) list is one chunk")
     m: Vectors = Field(description="same shape as e")
-    length: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] = Field(
+    length: Annotated[StrictInt, Field(ge=1)] | list[Annotated[StrictInt, Field(ge=1)]] = Field(
         description="tokens to rebuild; one per chunk")
     arrangement: Arrangement = Arrangement.E_MN1
-    sink: bool = Field(True, description="the model's BOS embedding stands before [e, m, ...], as in encodings "
+    sink: StrictBool = Field(True, description="the model's BOS embedding stands before [e, m, ...], as in encodings "
                                          "made with the default (tuned) recipe; false for the paper's recipe. "
                                          "GET /v1/embeddings/{id} says which.")
 

@@ -1,4 +1,4 @@
-"""Command line: `prototok encode`, `prototok decode`, `prototok experiment`.
+"""Command line: `prototok encode`, `prototok decode`, `prototok experiment`, `prototok keys`.
 
 Bad input (empty text, missing or corrupt file, unknown model, wrong model for a file)
 exits with code 2 and one line on stderr; any other failure exits 1, also one line.
@@ -17,6 +17,10 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress texts into two proto-token embeddings of a frozen LLM, and back.")
+
+
+SERVER_HELP = "Run on a prototok service at this URL (e.g. http://127.0.0.1:8000) instead of here."
+KEY_HELP = "API key for --server (default: PROTOTOK_API_KEY, which keeps it out of the process list)."
 
 
 def _quiet_libraries() -> None:
@@ -46,20 +50,33 @@ def friendly_errors(fn: Callable) -> Callable:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(130)
         except Exception as exc:  # noqa: BLE001 -- a bug, but still no traceback for the user
-            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-            raise typer.Exit(1)
+            message, code = _server_error(exc) or (f"{type(exc).__name__}: {exc}", 1)
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(code)
 
     return wrapper
 
 
-def _progress_bar(total: int):
-    from tqdm import tqdm
+def _server_error(exc: Exception) -> tuple[str, int] | None:
+    """(message, exit code) of an error from `--server`: 2 when the request was wrong, like local input."""
+    import httpx
 
-    bar = tqdm(total=total, desc="encode", unit="step", file=sys.stderr, disable=None, leave=False)
+    from .client import ApiError
+
+    if isinstance(exc, ApiError):
+        return str(exc), 2 if exc.caller_fault else 1
+    if isinstance(exc, httpx.HTTPError):
+        return f"cannot reach the server: {type(exc).__name__}: {exc}", 1
+    return None
+
+
+def _progress_bar(total: int):
+    from .progressbar import encode_bar, show
+
+    bar = encode_bar(total)
 
     def report(p) -> None:
-        bar.update(p.step - bar.n)
-        bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{min(p.accuracy):.2f}", done=f"{p.done}/{len(p.accuracy)}")
+        show(bar, p.step, p.loss, sum(p.accuracy) / len(p.accuracy), p.done, len(p.accuracy))
 
     return bar, report
 
@@ -98,19 +115,41 @@ def encode(
     sink: bool | None = typer.Option(None, "--sink/--no-sink",
                                      help="Frozen BOS embedding before [e, m, ...] (default: the recipe's)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
 ) -> None:
     """Optimise proto-tokens for a text and save them (lossless: misses are stored as corrections)."""
+    from .errors import InvalidInput
+    from .recipe import RECIPES
+
+    body = _read_text(text, file)
+    if recipe not in RECIPES:
+        raise InvalidInput(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
+    options = {"recipe": recipe, "max_steps": max_steps, "seeds": seeds, "lr": lr, "arrangement": arrangement,
+               "method": method, "chunk_tokens": chunk_tokens, "sink": sink}
+    if server:
+        summary = _encode_on_server(server, api_key, body, model, options, out)
+    else:
+        summary = _encode_here(body, model, options, out)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"{out}: {summary['c_tokens']}/{summary['n_tokens']} tokens from the proto-tokens alone "
+                   f"(accuracy {summary['accuracy']:.3f}), {summary['corrections']} corrections, "
+                   f"{summary['steps']} steps, {summary['seconds']:.1f} s, H_LM {summary['h_lm']:.1f} nats")
+
+
+def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict:
     from .codec import encode_texts
     from .errors import InvalidInput
     from .models import load_model
     from .recipe import RECIPES, EncodeConfig
 
-    body = _read_text(text, file)
-    if recipe not in RECIPES:
-        raise InvalidInput(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
+    o = options
     try:
-        cfg = EncodeConfig(recipe=RECIPES[recipe].with_(max_steps=max_steps, seeds=seeds, lr=lr, sink=sink),
-                           arrangement=arrangement, method=method, chunk_tokens=chunk_tokens)
+        cfg = EncodeConfig(recipe=RECIPES[o["recipe"]].with_(max_steps=o["max_steps"], seeds=o["seeds"], lr=o["lr"],
+                                                             sink=o["sink"]),
+                           arrangement=o["arrangement"], method=o["method"], chunk_tokens=o["chunk_tokens"])
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
     _quiet_libraries()
@@ -119,15 +158,25 @@ def encode(
     [enc] = encode_texts(lm, [body], cfg, progress=report)
     bar.close()
     enc.save(out)
-    summary = {"out": str(out), "model": enc.model, "n_tokens": enc.n_tokens, "chunks": len(enc.lengths),
-               "accuracy": enc.accuracy, "c_tokens": enc.c_tokens, "h_lm": enc.h_lm, "steps": enc.steps,
-               "seconds": enc.seconds, "corrections": enc.n_corrections}
-    if as_json:
-        typer.echo(json.dumps(summary))
-    else:
-        typer.echo(f"{out}: {enc.c_tokens}/{enc.n_tokens} tokens from the proto-tokens alone "
-                   f"(accuracy {enc.accuracy:.3f}), {enc.n_corrections} corrections, "
-                   f"{enc.steps} steps, {enc.seconds:.1f} s, H_LM {enc.h_lm:.1f} nats")
+    return {"out": str(out), "model": enc.model, "n_tokens": enc.n_tokens, "chunks": len(enc.lengths),
+            "accuracy": enc.accuracy, "c_tokens": enc.c_tokens, "h_lm": enc.h_lm, "steps": enc.steps,
+            "seconds": enc.seconds, "corrections": enc.n_corrections}
+
+
+def _encode_on_server(url: str, api_key: str | None, body: str, model: str | None, options: dict,
+                      out: Path) -> dict:
+    """The same job through the service: the worker optimises, the file is the one it stored."""
+    from .client import Client
+
+    with Client(url, api_key=api_key) as client:
+        job = client.encode(body, model=model, **options)
+        [emb_id] = job.wait(progress=True).embeddings()
+        client.download(emb_id, out)
+        emb = client.embedding(emb_id)
+    typer.echo(f"encode: job {job.id} on {url} stored embedding {emb_id}", err=True)
+    return {"out": str(out), "model": emb["model"], "n_tokens": emb["length"], "chunks": len(emb["lengths"]),
+            "accuracy": emb["accuracy"], "c_tokens": emb["c_tokens"], "h_lm": emb["h_lm"], "steps": emb["steps"],
+            "seconds": emb["seconds"], "corrections": emb["corrections"]}
 
 
 @app.command()
@@ -136,20 +185,99 @@ def decode(
     file: Path = typer.Argument(..., help="A .safetensors encoding written by `prototok encode`."),
     model: str | None = typer.Option(None, help="Model to decode with (default: the one in the file)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: text, accuracy, decode_seconds."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16 (default: the dtype the file was made in)."),
 ) -> None:
     """Rebuild the exact text in one forward pass (plus stored corrections)."""
+    if server:
+        if dtype:
+            from .errors import InvalidInput
+
+            raise InvalidInput("--dtype is for local decoding; the server decodes in its own dtype")
+        text, accuracy, seconds = _decode_on_server(server, api_key, file, model)
+    else:
+        text, accuracy, seconds = _decode_here(file, model, dtype)
+    if as_json:
+        typer.echo(json.dumps({"text": text, "accuracy": accuracy, "decode_seconds": seconds}))
+    else:
+        sys.stdout.write(text + ("\n" if sys.stdout.isatty() else ""))
+
+
+def _decode_here(file: Path, model: str | None, dtype: str | None = None) -> tuple[str, float, float]:
+    """Decode in the dtype the file was made in unless told otherwise: another dtype can flip
+    a low-margin token (then the checksum fails and the message names the dtype to use)."""
     from .codec import decode as decode_encodings
     from .encoding import Encoding
     from .models import canonical_name, load_model
 
     enc = Encoding.load(file)
     _quiet_libraries()
-    lm = load_model(canonical_name(model) if model else enc.model)
+    lm = load_model(canonical_name(model) if model else enc.model, dtype=dtype or enc.compute_dtype)
     [res] = decode_encodings(lm, [enc])
+    return res.text, res.accuracy, res.seconds
+
+
+def _decode_on_server(url: str, api_key: str | None, file: Path, model: str | None) -> tuple[str, float, float]:
+    """Upload the file; the server decodes it with the model the file names (its checksum checked)."""
+    from .client import Client
+    from .errors import InvalidInput
+
+    if model:
+        raise InvalidInput("--model is for local decoding; with --server the file's own model decodes it")
+    if not file.is_file():
+        raise InvalidInput(f"no such file: {file}")
+    with Client(url, api_key=api_key) as client:
+        res = client.decode(file)
+    return res.text, res.accuracy, res.decode_ms / 1000
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service, in the Redis at PROTOTOK_REDIS_URL.")
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store():
+    """The service's key store (app/keys.py: Redis only, no web stack) on PROTOTOK_REDIS_URL."""
+    from redis import Redis
+
+    from app.keys import KeyStore
+
+    from .settings import get_settings
+
+    return KeyStore(Redis.from_url(get_settings().redis_url, socket_connect_timeout=5, socket_timeout=10))
+
+
+@keys_app.command("create")
+@friendly_errors
+def keys_create(
+    name: str = typer.Argument(..., help="Who the key is for: 1-64 letters, digits or _.@-"),
+    admin: bool = typer.Option(False, "--admin", help="An admin key sees and deletes every key's jobs and embeddings."),
+) -> None:
+    """Make a key and print it, alone, on stdout (it is stored hashed: this is the only time it is shown)."""
+    typer.echo(_key_store().create(name, admin=admin))
+
+
+@keys_app.command("list")
+@friendly_errors
+def keys_list(as_json: bool = typer.Option(False, "--json", help="One JSON list of {name, admin, created}.")) -> None:
+    """Name, role and creation time of every key (never the keys themselves)."""
+    import time
+
+    keys = _key_store().list()
     if as_json:
-        typer.echo(json.dumps({"text": res.text, "accuracy": res.accuracy, "decode_seconds": res.seconds}))
-    else:
-        sys.stdout.write(res.text + ("\n" if sys.stdout.isatty() else ""))
+        typer.echo(json.dumps([{"name": k.name, "admin": k.admin, "created": k.created} for k in keys]))
+        return
+    for k in keys:
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created))
+        typer.echo(f"{k.name}\t{'admin' if k.admin else 'user'}\t{created}")
+
+
+@keys_app.command("revoke")
+@friendly_errors
+def keys_revoke(name: str = typer.Argument(..., help="The key's name.")) -> None:
+    """The key stops working at once; what it made stays (an admin key still sees it)."""
+    _key_store().revoke(name)
+    typer.echo(f"revoked {name}", err=True)
 
 
 def _register_experiments() -> None:

@@ -26,7 +26,7 @@ from .encoding import Encoding, ids_digest, validate_vectors
 from .errors import BadVectors, CorruptEncoding, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch
 from .metrics import c_tokens, h_lm
 from .models import LanguageModel
-from .optimize import ProgressFn, optimize
+from .optimize import ProgressFn, Solution, optimize
 from .recipe import Arrangement, EncodeConfig, Method
 
 
@@ -91,18 +91,58 @@ def _batch_seqs(cfg: EncodeConfig, size: int) -> int:
     return max(1, cfg.max_batch_rows // cfg.recipe.seeds)
 
 
-def _encoding(lm, cfg, text_ids, pieces, sols) -> Encoding:
+def _encoding(lm: LanguageModel, cfg: EncodeConfig, text_ids: list[int], pieces: list[list[int]],
+              sols: list[Solution]) -> Encoding:
+    """Package solutions; corrections come from the decode path itself, then it is verified.
+
+    The optimiser judged its vectors inside a training batch (restarts, other texts); the
+    argmax of a low-margin position can differ in the one-text decode that `decode` runs.
+    So the reference is that decode, and an encoding that does not rebuild its own text
+    through it is never returned.
+    """
     vectors = {name: torch.stack([s.vectors[name] for s in sols]) for name in sols[0].vectors}
-    corrections = [[(p, t) for p, (a, t) in enumerate(zip(s.predicted, q)) if a != t] for s, q in zip(sols, pieces)]
-    return Encoding(
+    raw, gap = reference_decode(lm, cfg.method, cfg.arrangement, cfg.recipe.sink, vectors, pieces)
+    corrections = [[(p, t) for p, (a, t) in enumerate(zip(r, q)) if a != t] for r, q in zip(raw, pieces)]
+    enc = Encoding(
         model=lm.name, tokenizer_fingerprint=lm.tokenizer_fingerprint, hidden_size=lm.hidden_size,
         method=cfg.method, arrangement=cfg.arrangement, lengths=[len(q) for q in pieces],
-        vectors=vectors, corrections=corrections, c_tokens=sum(s.c_tokens for s in sols),
+        vectors=vectors, corrections=corrections, c_tokens=sum(c_tokens(r, q) for r, q in zip(raw, pieces)),
         h_lm=sum(h_lm(lm, q) for q in pieces), steps=max(s.steps for s in sols),
         seconds=max(s.seconds for s in sols), seeds=[s.seed for s in sols], ids_sha256=ids_digest(text_ids),
-        share=cfg.share.value, recipe=cfg.recipe.to_dict(),
-        sink=cfg.recipe.sink,
+        share=cfg.share.value, recipe=cfg.recipe.to_dict(), sink=cfg.recipe.sink,
+        compute_dtype=dtype_name(lm.dtype), min_margin=gap,
     )
+    decode(lm, [enc])  # raises DecodeMismatch rather than hand out an encoding that does not decode
+    return enc
+
+
+def reference_decode(lm: LanguageModel, method: Method, arrangement: Arrangement, sink: bool,
+                     vectors: dict[str, torch.Tensor], pieces: list[list[int]]) -> tuple[list[list[int]], float | None]:
+    """What the vectors alone give in the decode `decode` runs for one encoding (its chunks in
+    one batch), and the smallest lead of a right token over its best rival (one-step only).
+
+    For [mem] generation the prefix is teacher-forced: where the raw argmax differs from the
+    text, a stored correction forces the right token, so every later step sees the same prefix.
+    """
+    lengths = [len(q) for q in pieces]
+    if method is not Method.ONE_STEP:
+        forced = [dict(enumerate(q)) for q in pieces]
+        pairs = _generate_grouped(lm, list(vectors["mem"]), lengths, forced, sink)
+        return [raw for raw, _ in pairs], None
+    logits = one_pass_logits(lm, arrangement, vectors["e"], vectors["m"], lengths, sink).float()  # (K, Nmax, V)
+    width, dev = logits.shape[1], logits.device
+    tgt = torch.tensor([q + [0] * (width - len(q)) for q in pieces], device=dev)  # (K, Nmax)
+    mask = torch.arange(width, device=dev)[None, :] < torch.tensor(lengths, device=dev)[:, None]
+    raw = logits.argmax(-1)
+    correct = logits.gather(-1, tgt[..., None])[..., 0]
+    rival = logits.scatter(-1, tgt[..., None], float("-inf")).amax(-1)
+    lead = (correct - rival)[mask & (raw == tgt)]
+    raw = raw.cpu()
+    return [raw[i, :n].tolist() for i, n in enumerate(lengths)], (float(lead.min()) if len(lead) else None)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def check_compatible(lm: LanguageModel, enc: Encoding) -> None:
@@ -118,13 +158,19 @@ def check_compatible(lm: LanguageModel, enc: Encoding) -> None:
 
 
 @torch.inference_mode()
-def decode_ids(lm: LanguageModel, arrangement: Arrangement, e: torch.Tensor, m: torch.Tensor,
-               lengths: list[int], sink: bool = False) -> list[list[int]]:
-    """One forward pass over [e, m, ...] for K sequences: (K, d), (K, d) -> K lists of ids."""
+def one_pass_logits(lm: LanguageModel, arrangement: Arrangement, e: torch.Tensor, m: torch.Tensor,
+                    lengths: list[int], sink: bool = False) -> torch.Tensor:
+    """The one forward pass over [e, m, ...] for K sequences: (K, d), (K, d) -> (K, Nmax, V) target logits."""
     layout = BatchLayout(arrangement, lengths, lm.device, lm.sink_embedding() if sink else None)
     z = layout.inputs(e.to(lm.device, torch.float32), m.to(lm.device, torch.float32))  # (K, L, d)
     logits = lm.model(inputs_embeds=z.to(lm.dtype)).logits  # (K, L, V)
-    pred = layout.target_logits(logits).argmax(-1).cpu()  # (K, Nmax)
+    return layout.target_logits(logits)  # (K, Nmax, V), on the model's device
+
+
+def decode_ids(lm: LanguageModel, arrangement: Arrangement, e: torch.Tensor, m: torch.Tensor,
+               lengths: list[int], sink: bool = False) -> list[list[int]]:
+    """One forward pass over [e, m, ...] for K sequences: (K, d), (K, d) -> K lists of ids."""
+    pred = one_pass_logits(lm, arrangement, e, m, lengths, sink).argmax(-1).cpu()  # (K, Nmax)
     return [pred[i, :n].tolist() for i, n in enumerate(lengths)]
 
 
@@ -163,23 +209,41 @@ def _generate_grouped(lm: LanguageModel, mems: list[torch.Tensor], lengths: list
 
 
 def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:
-    """Rebuild the exact texts: one forward pass for all chunks, with stored corrections."""
+    """Rebuild the exact texts: one forward pass for all chunks, with stored corrections.
+
+    Batching with other encodings changes the kernels' shapes; a position whose argmax
+    flips there is caught by the checksum, and that encoding is decoded again on its own,
+    in the batch shape its corrections were made for.
+    """
     for enc in encs:
         check_compatible(lm, enc)
         validate_vectors(enc)
     start = time.perf_counter()
     decoded = _raw_decode(lm, encs)
+    if len(encs) > 1:
+        for i, enc in enumerate(encs):
+            if ids_digest(decoded[i][1]) != enc.ids_sha256:
+                decoded[i] = _raw_decode(lm, [enc])[0]
     if lm.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     results = []
     for enc, (raw, ids) in zip(encs, decoded):
         if ids_digest(ids) != enc.ids_sha256:
-            raise DecodeMismatch("decoded tokens do not match the encoded text's checksum "
-                                 "(decoded on a different device or dtype than it was encoded?)")
+            raise DecodeMismatch(mismatch_message(lm, enc))
         ok = c_tokens(raw, ids)
         results.append(Decoded(lm.detokenize(ids), ids, ok, ok / len(ids), seconds))
     return results
+
+
+def mismatch_message(lm: LanguageModel, enc: Encoding) -> str:
+    here = dtype_name(lm.dtype)
+    made = enc.compute_dtype
+    if made and made != here:
+        return (f"decoded tokens do not match the encoded text's checksum: the encoding was made in {made} and "
+                f"was decoded in {here}; decode it in {made} (prototok decode --dtype {made}, PROTOTOK_DTYPE={made})")
+    return ("decoded tokens do not match the encoded text's checksum (made on another device or machine with "
+            f"too small a margin? it was made in {made or 'an unrecorded dtype'}, decoded in {here} on {lm.device.type})")
 
 
 def check_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor,

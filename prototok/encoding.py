@@ -22,6 +22,7 @@ from .recipe import Arrangement, Method
 
 FORMAT_VERSION = 1
 META_KEY = "prototok"
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def ids_digest(ids: list[int]) -> str:
@@ -49,6 +50,10 @@ class Encoding:
     share: str = "none"
     sink: bool = False  # a frozen BOS embedding stands before [e, m, ...] (decode must add it too)
     recipe: dict = field(default_factory=dict)
+    # The model's dtype when the encoding was made (None: a file from before it was recorded).
+    # Decoding uses it by default: another dtype perturbs logits and may flip low-margin tokens.
+    compute_dtype: str | None = None
+    min_margin: float | None = None  # smallest lead (nats) of a right token in the reference decode
     format_version: int = FORMAT_VERSION
 
     @property
@@ -91,6 +96,8 @@ class Encoding:
                 ids_sha256=str(meta["ids_sha256"]), share=meta.get("share", "none"),
                 sink=bool(meta.get("sink", False)),
                 recipe=meta.get("recipe", {}), format_version=int(meta.get("format_version", 1)),
+                compute_dtype=_optional(meta.get("compute_dtype"), str),
+                min_margin=_optional(meta.get("min_margin"), float),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptEncoding(f"encoding metadata is incomplete or malformed: {exc}") from exc
@@ -106,6 +113,10 @@ class Encoding:
         if not p.is_file():
             raise CorruptEncoding(f"no such file: {p}")
         return cls.from_bytes(p.read_bytes())
+
+
+def _optional(value: object, kind: type) -> object:
+    return None if value is None else kind(value)
 
 
 def check_positions(lengths: object, max_tokens: int, what: str = "this decode") -> None:
@@ -159,5 +170,7 @@ def validate_vectors(enc: Encoding) -> None:
             raise BadVectors(f"tensor '{name}' contains NaN or inf")
     if len(enc.corrections) != k or any(not 0 <= p < n for c, n in zip(enc.corrections, enc.lengths) for p, _ in c):
         raise CorruptEncoding("corrections do not match the chunk lengths")
+    if enc.compute_dtype is not None and enc.compute_dtype not in COMPUTE_DTYPES:
+        raise CorruptEncoding(f"unknown compute_dtype '{enc.compute_dtype}' ({', '.join(COMPUTE_DTYPES)})")
     if any(n < 1 for n in enc.lengths) or not math.isfinite(enc.h_lm):
         raise CorruptEncoding("chunk lengths must be positive and h_lm finite")

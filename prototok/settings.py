@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode threads, so request handling goes first
     redis_retry_max_s: float = Field(10.0, gt=0)  # a worker retries Redis writes with backoff up to this wait
 
+    # access: API keys, quotas and rate limits (docs/service.md, "Keys and quotas")
+    auth: bool = True  # every /v1 route needs `Authorization: Bearer KEY`; PROTOTOK_AUTH=off for a local sandbox
+    rate_limit_per_s: int = 20  # requests per second per key; over it: 429 rate_limited; 0 = no limit
+    max_jobs_per_key: int = 4  # a key's queued + running jobs; one more: 429 too_many_jobs; 0 = no limit
+    max_encode_budget: int = 100_000_000  # per job: sum of text bytes x max_steps x seeds; over it: 413
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -46,13 +46,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def service_env(**extra: str) -> dict[str, str]:
-    """Environment of a service process under test: its own Redis DB, tiny limits, fast heartbeats."""
+    """Environment of a service process under test: its own Redis DB, tiny limits, fast heartbeats.
+    Auth stays on (the default); the per-key rate and job limits are lifted so that polling tests
+    and tests that queue many jobs are not throttled (test_service_access.py sets them low)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOTOK_")}
     env.update(PROTOTOK_REDIS_URL=SERVICE_REDIS_URL, PROTOTOK_MODEL="tiny-llama", PROTOTOK_HEARTBEAT_TTL_S="4",
                PROTOTOK_PROGRESS_EVERY="5", PROTOTOK_API_PRELOAD="false", PROTOTOK_MAX_TEXT_CHARS="300",
                PROTOTOK_MAX_BODY_BYTES="100000", PROTOTOK_MAX_DECODE_TOKENS="512",
-               PROTOTOK_MAX_BATCH_TEXTS="4", PROTOTOK_MAX_STEPS_LIMIT="5000", OMP_NUM_THREADS="1",
-               PYTHONUNBUFFERED="1")
+               PROTOTOK_MAX_BATCH_TEXTS="4", PROTOTOK_MAX_STEPS_LIMIT="5000", PROTOTOK_RATE_LIMIT_PER_S="0",
+               PROTOTOK_MAX_JOBS_PER_KEY="0", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     if "PROTOTOK_CACHE_DIR" in os.environ:
         env["PROTOTOK_CACHE_DIR"] = os.environ["PROTOTOK_CACHE_DIR"]
     env.update(extra)
@@ -115,15 +117,29 @@ def wait_for(check, timeout: float, what: str, proc: Proc | None = None, every: 
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{proc.tail() if proc else ''}")
 
 
+def make_key(redis_url: str, name: str, admin: bool = False) -> str:
+    """A new API key in the service's Redis, as `prototok keys create` makes it."""
+    from app.keys import KeyStore
+
+    return KeyStore(redis_lib.Redis.from_url(redis_url)).create(name, admin=admin)
+
+
 class Api:
-    """The API as a uvicorn subprocess on a free port; restartable."""
+    """The API as a uvicorn subprocess on a free port; restartable. Unless it runs with
+    PROTOTOK_AUTH=off, it gets a key of its own (`key_name`) that its client sends."""
 
     def __init__(self, log: Path, **env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = Proc(args, service_env(**env), log)
+        self.env = service_env(**env)
+        self.proc = Proc(args, self.env, log)
         self.http = httpx.Client(base_url=self.url, timeout=120)
+        self.key_name = ""
+        if self.env.get("PROTOTOK_AUTH", "on").lower() not in ("off", "false", "0", "no"):
+            self.key_name = f"tests-{self.port}"
+            key = make_key(self.env["PROTOTOK_REDIS_URL"], self.key_name)
+            self.http.headers["Authorization"] = f"Bearer {key}"
 
     def _up(self) -> bool:
         try:
@@ -202,3 +218,17 @@ def tiny_worker(api, service_logs):
     wait_served(api, "tiny-llama", proc)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def api_key(api) -> str | None:
+    """The API key service tests send, or None while the API runs without keys: whatever the
+    session API's own client sends as `Authorization: Bearer KEY`, else PROTOTOK_TEST_API_KEY."""
+    auth = api.http.headers.get("authorization", "")
+    return auth.removeprefix("Bearer ").strip() or os.environ.get("PROTOTOK_TEST_API_KEY") or None
+
+
+@pytest.fixture(scope="session")
+def api_headers(api_key) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from prototok import load_model
-from prototok.errors import UnknownModel
+from prototok.errors import InvalidInput, UnknownModel
 from prototok.models import byte_tokenizer
 
 
@@ -33,5 +33,5 @@ def test_dtype_is_a_setting():
     lm = load_model("tiny-llama", dtype="bfloat16")
     assert lm.dtype == torch.bfloat16 and lm is not load_model("tiny-llama")  # cached per dtype
     assert load_model("tiny-llama").dtype == torch.float32  # auto on cpu
-    with pytest.raises(ValueError, match="unknown dtype"):
+    with pytest.raises(InvalidInput, match="unknown dtype"):  # exit 2 on the CLI, a 4xx in the API
         load_model("tiny-llama", dtype="int3")

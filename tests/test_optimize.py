@@ -73,6 +73,19 @@ def test_progress_reports_every_step(tiny):
     assert all(math.isfinite(p.loss) for p in seen)
 
 
+def test_progress_predictions_are_the_kept_solutions(tiny):
+    """The last report's `predicted` rows are what the returned solutions rebuild (the web page's
+    token strip shows them), across restarts and sequences of different lengths."""
+    seen, copies = [], []
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=6, seeds=3, stop_accuracy=2.0))
+    sols = optimize(tiny, SEQS, cfg, progress=lambda p: (seen.append(p), copies.append(p.predicted.clone())))
+    last = seen[-1].predicted
+    assert last.shape == (len(SEQS), max(map(len, SEQS)))
+    assert [last[q, : len(seq)].tolist() for q, seq in enumerate(SEQS)] == [s.predicted for s in sols]
+    # a fresh tensor per report, not a view that later steps change under the caller
+    assert all(torch.equal(p.predicted, c) for p, c in zip(seen, copies))
+
+
 def test_autoregressive_baseline_runs(tiny):
     cfg = EncodeConfig(recipe=TUNED.with_(max_steps=4), method=Method.AUTOREGRESSIVE, mem_tokens=2)
     sols = optimize(tiny, SEQS, cfg)

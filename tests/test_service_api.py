@@ -212,7 +212,7 @@ def test_damaged_blob_fails_its_checksum(api, service_redis):
 
     lm = load_model("tiny-llama")
     [enc] = encode_texts(lm, ["checksum"], EncodeConfig(recipe=TUNED.with_(max_steps=2, seeds=1)))
-    emb_id = EncodingStore(service_redis).put(enc)
+    emb_id = EncodingStore(service_redis).put(enc, owner=api.key_name)
     key = f"prototok:emb:{emb_id}"
     assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == "checksum"
     blob = bytearray(service_redis.hget(key, "blob"))

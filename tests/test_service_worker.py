@@ -51,6 +51,7 @@ def test_killed_worker_leaves_its_job_failed_with_a_reason(api, service_logs):
         worker.stop()
     assert body["status"] == "failed", body
     assert body["error_code"] == "worker_died" and "killed or crashed" in body["error"]
+    assert body["ended_at"] is not None  # RQ records none for a job it fails on a dead worker's behalf
     assert time.monotonic() - killed_at < 10 * HEARTBEAT_TTL_S
     wait_for(lambda: "tiny-gpt-neox" not in api.served(), 3 * HEARTBEAT_TTL_S, "the dead worker to drop out")
     r = api.http.post("/v1/encode", json={"text": "x", "model": "tiny-gpt-neox"})
@@ -70,6 +71,7 @@ def test_job_past_its_time_limit_fails_and_the_worker_goes_on(service_logs, tiny
         body = wait_job(short, job_id, 120, tiny_worker)
         assert body["status"] == "failed", body
         assert body["error_code"] == "job_timeout" and "2 s" in body["error"], body
+        assert body["ended_at"] is not None, body
         assert 0 < body["progress"]["step"] < 5000
         after = short.http.post("/v1/encode", json={"text": "next", "options": {"max_steps": 3}}).json()["job_id"]
         assert wait_job(short, after, 120, tiny_worker)["status"] == "finished"

@@ -2,7 +2,9 @@
 
 Runs inside a worker process that has already loaded its model; `load_model` returns
 that same cached object, so a job never loads weights. Progress goes to `job.meta`
-every PROTOTOK_PROGRESS_EVERY steps; results go to the encoding store; a caller's
+every PROTOTOK_PROGRESS_EVERY steps, and the last step once the job ends, so a finished or
+failed job shows where it stopped; results go to the encoding store, each recorded as owned
+by the API key that queued the job (`meta["owner"]`); a caller's
 error (text the tokenizer cannot reproduce, ...) is written to `job.meta["error"]`
 with its stable code before the job fails.
 
@@ -27,9 +29,10 @@ from app.metrics import record_encode
 from app.queues import config_from_dict
 from app.safejob import SERIALIZER
 from app.store import EncodingStore
-from prototok import Encoding, Progress, PrototokError, decode, encode_texts, load_model
+from prototok import Encoding, PrototokError, decode, encode_texts, load_model
 from prototok.settings import get_settings
 
+from .progress import ProgressReporter, strip
 from .retry import REDIS_DOWN, best_effort, retrying
 
 log = logging.getLogger("prototok.worker")
@@ -39,33 +42,6 @@ class JobCanceled(Exception):
     """DELETE /v1/jobs/{id} asked this job to stop (app/cancel.py)."""
 
     code = "canceled"
-
-
-class ProgressReporter:
-    """A `ProgressFn` that saves the latest progress into the job's meta, not every step."""
-
-    def __init__(self, job: Job, every: int):
-        self.job, self.every = job, max(1, every)
-        self.quiet_until = 0.0  # after a failed write, skip reports for a moment rather than stall the steps
-
-    def __call__(self, p: Progress) -> None:
-        if p.step % self.every and p.step not in (1, p.max_steps):
-            return
-        acc = sum(p.accuracy) / len(p.accuracy) if p.accuracy else 0.0
-        self.save(step=p.step, max_steps=p.max_steps, accuracy=round(acc, 4), loss=round(p.loss, 4), done=p.done)
-        stop_if_canceled(self.job, f"at step {p.step}")
-
-    def save(self, **progress: object) -> None:
-        """Best effort: a report that Redis does not take is dropped; the job goes on."""
-        self.job.meta["progress"] = {**self.job.meta.get("progress", {}), **progress}
-        if time.monotonic() < self.quiet_until:
-            return
-        try:
-            retrying(f"job {self.job.id}: progress", self.job.save_meta, attempts=2)
-        except REDIS_DOWN:
-            log.warning("job %s: progress at step %s not saved (Redis unavailable); optimisation goes on",
-                        self.job.id, progress.get("step"))
-            self.quiet_until = time.monotonic() + 2.0
 
 
 def stop_if_canceled(job: Job, when: str) -> None:
@@ -87,18 +63,26 @@ def encode_job(texts: list[str], model: str, config: dict) -> list[str]:
     retrying(f"job {job.id}: starting", job.save_meta)
     lm = load_model(model)
     cfg = config_from_dict(config)
-    report = ProgressReporter(job, get_settings().progress_every)
+    tokens, first = strip(lm, texts[0], cfg)
+    report = ProgressReporter(job, get_settings().progress_every, first,
+                              check=lambda step: stop_if_canceled(job, f"at step {step}"))
+    if tokens:
+        report.save(tokens=tokens, correct=[False] * len(tokens))
     try:
         stop_if_canceled(job, "before it started")
         encodings = encode_texts(lm, texts, cfg, progress=report)
+        report.flush()
         decode(lm, encodings)  # one forward pass: never store an encoding that does not rebuild its text
         stop_if_canceled(job, "after optimising")
     except (PrototokError, JobCanceled) as exc:
         job.meta["error"] = {"code": exc.code, "message": str(exc)}
         retrying(f"job {job.id}: saving its error", job.save_meta)
         raise
+    finally:  # finished, failed or timed out: the last step reached is on record (best effort)
+        report.flush()
     ids = store_result(job, encodings)
-    best_effort(f"job {job.id}: encode-time metric", lambda: record_encode(job.connection, time.perf_counter() - start))
+    best_effort(f"job {job.id}: encode-time metric",
+                lambda: record_encode(job.connection, time.perf_counter() - start, model=model))
     return ids
 
 
@@ -106,17 +90,18 @@ def store_result(job: Job, encodings: list[Encoding]) -> list[str]:
     """Store the encodings and the job's final meta in one transaction, retried until Redis takes it.
 
     The ids are fixed before the first try, so a try whose reply was lost and is sent again
-    rewrites the same keys instead of leaving a copy nobody points to."""
+    rewrites the same keys instead of leaving a copy nobody points to. Each encoding is owned
+    by the API key that queued the job (`meta["owner"]`)."""
     ids = [uuid.uuid4().hex for _ in encodings]
     acc = sum(e.c_tokens for e in encodings) / sum(e.n_tokens for e in encodings)
     job.meta["embedding_ids"] = ids
     job.meta["progress"] = {**job.meta.get("progress", {}), "accuracy": round(acc, 4), "done": len(encodings)}
-    store = EncodingStore(job.connection)
+    store, owner = EncodingStore(job.connection), str(job.meta.get("owner", ""))
 
     def write() -> None:
         with job.connection.pipeline(transaction=True) as pipe:
             for enc, emb_id in zip(encodings, ids):
-                store.put(enc, job_id=job.id, emb_id=emb_id, pipe=pipe)
+                store.put(enc, job_id=job.id, owner=owner, emb_id=emb_id, pipe=pipe)
             pipe.hset(job.key, "meta", SERIALIZER.dumps(job.meta))
             pipe.execute()
 

@@ -1,4 +1,8 @@
-"""Stored encodings: read (JSON or .safetensors), rebuild the text, delete."""
+"""Stored encodings: read (JSON or .safetensors), rebuild the text, delete.
+
+Each one is visible only to the key whose job made it and to admin keys (`EncodingStore.get`
+and `delete` take the caller); to any other key it does not exist.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ from fastapi.concurrency import run_in_threadpool
 from prototok import Decoded, Encoding, decode, load_model
 from prototok.settings import Settings
 
+from ..auth import CallerDep
 from ..batcher import lane
 from ..deps import SettingsDep, StoreDep
+from ..keys import Caller
 from ..metrics import DECODE_SECONDS
 from ..schemas import EmbeddingView, ErrorBody, TextView
 from ..store import EncodingStore
@@ -31,23 +37,25 @@ def wants_bytes(request: Request) -> bool:
             responses={**NOT_FOUND, 200: {"content": {OCTET: {"schema": {"type": "string", "format": "binary"}}},
                                           "description": "JSON, or the .safetensors file with "
                                                          "`Accept: application/octet-stream`"}})
-def get_embedding(emb_id: str, request: Request, store: StoreDep):
-    stored = store.get(emb_id)
+def get_embedding(emb_id: str, request: Request, store: StoreDep, caller: CallerDep):
+    stored = store.get(emb_id, caller)
     if wants_bytes(request):
         return Response(stored.blob, media_type=OCTET, headers={
             "Content-Disposition": f'attachment; filename="{emb_id}.safetensors"', "X-Checksum-Sha256": stored.sha256})
     enc = stored.encoding()
+    meta = enc.metadata()
     return EmbeddingView(
         id=emb_id, model=enc.model, method=enc.method.value, arrangement=enc.arrangement.value,
         sink=enc.sink,
         length=enc.n_tokens, lengths=enc.lengths, hidden_size=enc.hidden_size, accuracy=enc.accuracy,
         c_tokens=enc.c_tokens, h_lm=enc.h_lm, corrections=enc.n_corrections, steps=enc.steps, seconds=enc.seconds,
         created=stored.created, sha256=stored.sha256, vectors={k: v.tolist() for k, v in enc.vectors.items()},
+        dtype=meta.get("dtype"), size=meta.get("size"),
     )
 
 
-def stored_encoding(emb_id: str, store: EncodingStore, settings: Settings) -> Encoding:
-    return store.get(emb_id).encoding(settings.max_decode_tokens)
+def stored_encoding(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> Encoding:
+    return store.get(emb_id, caller).encoding(settings.max_decode_tokens)
 
 
 def text_view(out: Decoded, model: str) -> TextView:
@@ -56,9 +64,9 @@ def text_view(out: Decoded, model: str) -> TextView:
                     length=len(out.ids))
 
 
-def text_now(emb_id: str, store: EncodingStore, settings: Settings) -> TextView:
+def text_now(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> TextView:
     """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
-    enc = stored_encoding(emb_id, store, settings)
+    enc = stored_encoding(emb_id, store, caller, settings)
     [out] = decode(load_model(enc.model), [enc])  # made by one of our workers, so a model this service runs
     return text_view(out, enc.model)
 
@@ -66,18 +74,18 @@ def text_now(emb_id: str, store: EncodingStore, settings: Settings) -> TextView:
 @router.get("/{emb_id}/text", response_model=TextView, responses={**NOT_FOUND, 413: {"model": ErrorBody},
                                                                    503: {"model": ErrorBody}},
             summary="Rebuild the text in one forward pass")
-async def get_text(emb_id: str, store: StoreDep, settings: SettingsDep) -> TextView:
+async def get_text(emb_id: str, store: StoreDep, caller: CallerDep, settings: SettingsDep) -> TextView:
     """Decodes the stored vectors (plus stored corrections) and checks the result against the
     text's stored token checksum: the answer is the exact text or an error, never a near miss.
     The pass runs in the model's decode lane (app/batcher.py), joined with concurrent decodes."""
     if not settings.decode_batching:
-        return await run_in_threadpool(text_now, emb_id, store, settings)
-    enc = await run_in_threadpool(stored_encoding, emb_id, store, settings)
+        return await run_in_threadpool(text_now, emb_id, store, caller, settings)
+    enc = await run_in_threadpool(stored_encoding, emb_id, store, caller, settings)
     out = await asyncio.wrap_future(lane(enc.model, settings).submit_encoding(enc))
     return text_view(out, enc.model)
 
 
 @router.delete("/{emb_id}", status_code=204, responses={404: {"model": ErrorBody}}, summary="Delete an encoding")
-def delete_embedding(emb_id: str, store: StoreDep) -> Response:
-    store.delete(emb_id)
+def delete_embedding(emb_id: str, store: StoreDep, caller: CallerDep) -> Response:
+    store.delete(emb_id, caller)
     return Response(status_code=204)

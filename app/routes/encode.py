@@ -1,4 +1,8 @@
-"""POST /v1/encode: validate, pick the model's queue, enqueue one job for all the texts."""
+"""POST /v1/encode: validate, check the key's quotas, pick the model's queue, enqueue one job for all the texts.
+
+The job records the key that made it (`meta["owner"]`); its worker writes that owner onto each
+embedding, so ownership outlives the job record.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,19 @@ from prototok.errors import InvalidInput, TextTooLong, UnknownModel
 from prototok.models import canonical_name, known_models
 from prototok.settings import Settings
 
+from ..auth import CallerDep
 from ..deps import QueuesDep, RedisDep, SettingsDep
 from ..errors import ModelNotServed, TooManyTexts
 from ..queues import ENCODE_JOB, config_to_dict, served_models
+from ..quotas import check_budget, release_job, reserve_job
 from ..schemas import EncodeRequest, ErrorBody, JobAccepted
 
 router = APIRouter(prefix="/v1", tags=["encode"])
 
-ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422)}
+ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429)}
+ACCEPTED = {202: {"description": "queued; poll the job (also in the Location header)", "links": {
+    "GetJob": {"operationRef": "#/paths/~1v1~1jobs~1{job_id}/get", "parameters": {"job_id": "$response.body#/job_id"},
+               "description": "the job's state, progress and, once finished, its embedding ids"}}}}
 
 
 def check_texts(texts: list[str], settings: Settings) -> None:
@@ -39,10 +48,10 @@ def check_served(model: str, served: set[str]) -> None:
     raise UnknownModel(f"unknown model '{model}'; built in: {', '.join(known_models())}")
 
 
-@router.post("/encode", status_code=202, response_model=JobAccepted, responses=ERRORS,
+@router.post("/encode", status_code=202, response_model=JobAccepted, responses={**ACCEPTED, **ERRORS},
              summary="Queue texts for compression into proto-tokens")
 def encode(body: EncodeRequest, response: Response, settings: SettingsDep, conn: RedisDep,
-           queues: QueuesDep) -> JobAccepted:
+           queues: QueuesDep, caller: CallerDep) -> JobAccepted:
     """Answers at once with a job id; poll `GET /v1/jobs/{job_id}` (the `Location` header) for progress."""
     texts = body.all_texts()
     check_texts(texts, settings)
@@ -52,12 +61,20 @@ def encode(body: EncodeRequest, response: Response, settings: SettingsDep, conn:
         cfg = body.options.to_config(settings)
     except ValueError as exc:
         raise InvalidInput(f"invalid options: {exc}") from exc
-    job = queues(model).enqueue(
-        ENCODE_JOB, texts, model, config_to_dict(cfg), job_id=uuid.uuid4().hex,
-        job_timeout=settings.job_timeout_s, result_ttl=settings.job_result_ttl_s,
-        failure_ttl=settings.job_result_ttl_s, description=f"encode {len(texts)} text(s) with {model}",
-        meta={"model": model, "progress": {"step": 0, "max_steps": cfg.recipe.max_steps}},
-        retry=Retry(max=settings.job_retries) if settings.job_retries > 0 else None,
-    )
+    check_budget(texts, cfg.recipe.max_steps, cfg.recipe.seeds, settings)
+    job_id = uuid.uuid4().hex
+    limit = settings.max_jobs_per_key if settings.auth else 0  # per key: no keys, no per-key limit
+    reserve_job(conn, caller, job_id, limit)
+    try:
+        job = queues(model).enqueue(
+            ENCODE_JOB, texts, model, config_to_dict(cfg), job_id=job_id,
+            job_timeout=settings.job_timeout_s, result_ttl=settings.job_result_ttl_s,
+            failure_ttl=settings.job_result_ttl_s, description=f"encode {len(texts)} text(s) with {model}",
+            meta={"model": model, "owner": caller.name, "progress": {"step": 0, "max_steps": cfg.recipe.max_steps}},
+            retry=Retry(max=settings.job_retries) if settings.job_retries > 0 else None,
+        )
+    except BaseException:
+        release_job(conn, caller, job_id)
+        raise
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobAccepted(job_id=job.id, model=model, texts=len(texts), config=config_to_dict(cfg))

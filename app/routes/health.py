@@ -1,6 +1,8 @@
-"""Liveness, readiness and metrics."""
+"""Liveness, readiness and metrics: open to all, no API key (probes and scrapers have none)."""
 
 from __future__ import annotations
+
+import logging
 
 import redis
 from fastapi import APIRouter, Response
@@ -13,6 +15,7 @@ from ..metrics import render
 from ..queues import live_workers
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("prototok.api")
 
 
 @router.get("/healthz", summary="The API process is up")
@@ -27,7 +30,8 @@ def readyz(conn: RedisDep) -> JSONResponse:
         conn.ping()
         workers = live_workers(conn)
     except redis.exceptions.RedisError as exc:
-        return JSONResponse(error_body("not_ready", f"redis unreachable: {exc}", redis=False), status_code=503)
+        log.warning("readyz: redis unreachable: %s", exc)  # the text names host:port: the log, not the answer
+        return JSONResponse(error_body("not_ready", "redis unreachable", redis=False), status_code=503)
     body = {"redis": True, "workers": [{"model": m, "name": n} for m, n in workers],
             "models": sorted({m for m, _ in workers})}
     if not workers:

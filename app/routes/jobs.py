@@ -1,26 +1,37 @@
-"""GET /v1/jobs/{job_id}: state, progress, result ids or the reason it failed.
+"""GET /v1/jobs/{job_id}: state, progress, queue position, result ids or the reason it failed.
 
 A job whose worker died stays 'started' in RQ until its execution heartbeat expires;
 `StartedJobRegistry.cleanup()` then moves it to failed (AbandonedJobError). We run that
 cleanup before answering about a running job, so a dead worker's job turns `failed`
 within PROTOTOK_HEARTBEAT_TTL_S even when no other worker is alive to do it (but not in
 the first TTL after a Redis restart: `safejob.cleanup_abandoned`).
+
+`owned_job` is the one way a route gets a job by id: it checks the id's form before RQ sees it
+and the caller's right to see the job, and answers the same 404 for each failure. Any route with
+a `{job_id}` takes it as a dependency (`OwnedJobDep`). Jobs are read as JSON and checked
+(`app/safejob.py`): a record this service did not write is 500 `corrupt_job_record`.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
+from redis import Redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.results import Result
 
 from .. import cancel, safejob
-from ..deps import RedisDep, SettingsDep, settings_dep
+from ..auth import CallerDep
+from ..deps import RedisDep, SettingsDep, StoreDep, settings_dep
 from ..errors import CorruptJobRecord, JobEnded, JobNotFound
-from ..queues import served_models
+from ..metrics import typical_encode_seconds
+from ..queues import live_workers
 from ..schemas import ErrorBody, JobView, Progress
+from ..store import valid_id
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -31,19 +42,36 @@ STATES = {
 }
 
 
-def fetch(job_id: str, conn) -> Job:
-    """The one place a route looks a job up: read as JSON and checked (safejob), dead workers' jobs failed."""
+def not_found(job_id: str) -> JobNotFound:
+    """One answer for 'no such id', 'not an id' and 'not yours'."""
+    return JobNotFound(f"no job with id {job_id[:64]!r} (unknown, or its record expired)")
+
+
+def fetch(job_id: str, conn: Redis) -> Job:
+    if not valid_id(job_id):  # RQ raises ValueError on ids such as 'a.b' or '*'
+        raise not_found(job_id)
     try:
         job = safejob.fetch(job_id, conn)
     except NoSuchJobError:
-        raise JobNotFound(f"no job with id '{job_id}' (unknown, or its record expired)") from None
+        raise not_found(job_id) from None
     except safejob.RefusedJob:
-        raise CorruptJobRecord(f"the record of job '{job_id}' in Redis was not written by this service "
+        raise CorruptJobRecord(f"the record of job {job_id[:64]!r} in Redis was not written by this service "
                                "(not valid JSON, or another function); it is not run or shown") from None
     if job.get_status(refresh=False) == JobStatus.STARTED:
         safejob.cleanup_abandoned(conn, job.origin, settings_dep().heartbeat_ttl_s)
         job.refresh()
     return job
+
+
+def owned_job(job_id: str, conn: RedisDep, caller: CallerDep) -> Job:
+    """The job, if the caller's key made it (or is an admin key); else 404 as for no such job."""
+    job = fetch(job_id, conn)
+    if not caller.owns(job.meta.get("owner")):
+        raise not_found(job_id)
+    return job
+
+
+OwnedJobDep = Annotated[Job, Depends(owned_job)]
 
 
 def failure(job: Job, step: int) -> tuple[str, str]:
@@ -64,10 +92,22 @@ def failure(job: Job, step: int) -> tuple[str, str]:
     return "encode_failed", last[-1] if last else "the job failed without a message"
 
 
+def place_in_queue(view: JobView, job: Job, conn: Redis, workers: int) -> None:
+    """Jobs ahead of this one, and a rough time to its end: the model's typical encode time for
+    each job ahead (shared among its live workers), half of one for each running job, and one
+    for itself. Rough by design: jobs differ in size; it says minutes vs hours."""
+    queue = safejob.queue(job.origin, conn)
+    view.queue_position = queue.get_job_position(job.id)
+    typical = typical_encode_seconds(conn, view.model) if view.model else None
+    if view.queue_position is None or not workers or typical is None:
+        return
+    running = safejob.registry(StartedJobRegistry, job.origin, conn).count
+    view.eta_s = round(typical * ((view.queue_position + running / 2) / workers + 1), 3)
+
+
 @router.get("/jobs/{job_id}", response_model=JobView, responses={s: {"model": ErrorBody} for s in (404, 500)},
             summary="State and progress of an encode job")
-def get_job(job_id: str, conn: RedisDep) -> JobView:
-    job = fetch(job_id, conn)
+def get_job(job: OwnedJobDep, conn: RedisDep, store: StoreDep) -> JobView:
     status = STATES.get(job.get_status(refresh=False), "queued")
     progress = Progress(**job.meta.get("progress", {"max_steps": 0}))
     view = JobView(job_id=job.id, status=status, model=job.meta.get("model"), progress=progress,
@@ -75,11 +115,16 @@ def get_job(job_id: str, conn: RedisDep) -> JobView:
     if status in ("queued", "running"):
         view.cancel_requested = cancel.requested(conn, job.id)
     if status == "queued":
-        view.waiting_for_worker = view.model is not None and view.model not in served_models(conn)
+        workers = sum(1 for model, _ in live_workers(conn) if model == view.model)
+        view.waiting_for_worker = view.model is not None and not workers
+        place_in_queue(view, job, conn, workers)
     elif status == "finished":
-        view.embedding_ids = job.meta.get("embedding_ids") or job.return_value()
+        view.embedding_ids = store.existing(job.meta.get("embedding_ids") or job.return_value() or [])
     elif status == "failed":
         view.error_code, view.error = failure(job, progress.step)
+        if view.ended_at is None:  # RQ records no end time when it fails a job (or a dead worker's job)
+            result = job.latest_result()
+            view.ended_at = result.created_at if result else None
     return view
 
 
@@ -87,22 +132,23 @@ def get_job(job_id: str, conn: RedisDep) -> JobView:
                responses={202: {"model": JobView, "description": "a running job: it stops at its next step"},
                           **{s: {"model": ErrorBody} for s in (404, 409, 500)}},
                summary="Cancel a queued job, or stop a running one at its next step")
-def cancel_job(job_id: str, response: Response, conn: RedisDep, settings: SettingsDep) -> JobView:
+def cancel_job(job: OwnedJobDep, response: Response, conn: RedisDep, store: StoreDep,
+               settings: SettingsDep) -> JobView:
     """A queued job is canceled at once (200, `failed` with `error_code: canceled`); a running one
     gets a cancel flag (202, `cancel_requested: true`) and stops at its next progress report,
     storing nothing. Canceling a canceled job answers its state again; a finished or otherwise
     failed job is 409 `job_ended`."""
-    view = get_job(job_id, conn)
+    view = get_job(job, conn, store)
     if view.status == "finished" or (view.status == "failed" and view.error_code != "canceled"):
-        raise JobEnded(f"job '{job_id}' already ended ({view.status}); delete its embeddings instead")
+        raise JobEnded(f"job '{job.id}' already ended ({view.status}); delete its embeddings instead")
     if view.status == "failed":
         return view
-    cancel.request(conn, job_id, settings.job_timeout_s + 3600)  # first: a worker taking it now still sees it
-    job = fetch(job_id, conn)
+    cancel.request(conn, job.id, settings.job_timeout_s + 3600)  # first: a worker taking it now still sees it
+    job = fetch(job.id, conn)
     if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
         with contextlib.suppress(InvalidJobOperation):
             job.cancel()
-    view = get_job(job_id, conn)
+    view = get_job(fetch(job.id, conn), conn, store)
     if view.status == "running":
         response.status_code = 202
     return view

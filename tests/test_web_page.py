@@ -1,0 +1,117 @@
+"""The web page at `/`, in a real browser: Debian's Chromium driven by Playwright, against the
+real API, Redis and a tiny-llama worker. Skips with one line when no browser is installed
+(scripts/install.sh installs it where apt works as root)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TEXT = "A page shows it:  two spaces,\nand a new line."
+STEPS = 800
+
+
+def browser_missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "browser tests need Playwright (pip install -e '.[dev]')"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"browser tests need {CHROMIUM} (Debian's chromium; scripts/install.sh installs it as root)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium with a fresh profile; only 127.0.0.1 servers are opened."""
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1000, "height": 1300}, accept_downloads=True)
+        yield context
+        context.close()
+
+
+def test_page_and_its_files_are_served_without_a_key(api):
+    page = api.http.get("/", headers={"Authorization": ""})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="/static/app.js"' in page.text and 'href="/static/style.css"' in page.text
+    for path, kind in (("/static/app.js", "javascript"), ("/static/style.css", "text/css")):
+        r = api.http.get(path, headers={"Authorization": ""})
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+        assert not re.search(r"https?://", r.text), f"{path} must load nothing from elsewhere"
+    assert not re.search(r"(src|href)=\"https?://", page.text)
+    assert "/" not in api.http.get("/openapi.json").json()["paths"]  # the page is not part of the API
+
+
+def test_submit_watch_the_progress_rebuild_and_download(browser, api, tiny_worker, api_key, api_headers):
+    page = browser.new_page()
+    problems, requests = [], []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda msg: msg.type == "error" and problems.append(msg.text))
+    page.on("request", lambda request: requests.append(request))
+    page.goto(f"{api.url}/")
+    page.wait_for_function("document.querySelector('#ready').textContent.includes('tiny-llama')")
+    key = api_key or "sent-even-where-the-server-needs-none"
+    page.fill("#key", key)
+    page.fill("#text", TEXT)
+    page.fill("#max-steps", str(STEPS))
+    page.fill("#seeds", "2")
+    page.click("#submit")
+
+    steps, deadline = set(), time.monotonic() + 240
+    while page.text_content("#status") != "finished":
+        assert time.monotonic() < deadline and page.text_content("#status") != "failed", page.text_content("#error")
+        steps.add(int(page.text_content("#step")))
+        time.sleep(0.05)
+    assert len(steps - {0, STEPS}) >= 2, f"the page should show progress moving, saw steps {sorted(steps)}"
+    assert int(page.get_attribute("#chart", "data-points")) >= 2
+    assert "".join(page.locator("#strip span").all_text_contents()) == TEXT.replace("\n", "↵\n")
+
+    page.wait_for_selector("#result:not([hidden])")
+    emb_id = page.locator("#facts td").nth(1).text_content()
+    emb = api.http.get(f"/v1/embeddings/{emb_id}", headers=api_headers).json()
+    assert int(page.get_attribute("#strip", "data-right")) == emb["c_tokens"]  # the strip ends where the encoding did
+    page.click("#rebuild")
+    page.wait_for_selector("#rebuilt:not([hidden])")
+    assert page.text_content("#rebuilt") == TEXT
+    assert page.text_content("#exact") == "exactly the text submitted" and float(page.text_content("#decode-ms")) > 0
+
+    with page.expect_download() as download:
+        page.click("#download")
+    blob = Path(download.value.path()).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == emb["sha256"]
+
+    # dropping that .safetensors file on the text box decodes it on the server
+    page.evaluate("""async (href) => {
+        const blob = await (await fetch(href)).blob();
+        const drop = new DataTransfer();
+        drop.items.add(new File([blob], "dropped.safetensors"));
+        document.querySelector('#rebuilt').hidden = true;
+        document.querySelector('#text').dispatchEvent(new DragEvent('drop', {dataTransfer: drop}));
+    }""", page.get_attribute("#download", "href"))
+    page.wait_for_selector("#rebuilt:not([hidden])")
+    assert page.text_content("#rebuilt") == TEXT
+
+    encode = next(r for r in requests if r.url.endswith("/v1/encode"))
+    assert encode.all_headers()["authorization"] == f"Bearer {key}"
+    assert all(r.url.startswith((api.url, "blob:", "data:")) for r in requests), [r.url for r in requests]
+    assert problems == []
+    page.reload()
+    assert page.input_value("#key") == key  # kept in this browser's localStorage
+    page.close()
