@@ -281,7 +281,7 @@ def test_stored_encoding_over_the_position_limit_is_413_and_kept(api, service_re
     text = "a long stored text " * 40
     [enc] = encode_texts(lm, [text], EncodeConfig(recipe=TUNED.with_(max_steps=1, seeds=1)))
     assert enc.n_tokens > DECODE_LIMIT
-    emb_id = EncodingStore(service_redis).put(enc)
+    emb_id = EncodingStore(service_redis).put(enc, owner=api.key_name)
     r = api.http.get(f"/v1/embeddings/{emb_id}/text")
     assert r.status_code == 413 and r.json()["code"] == "too_many_tokens", r.text
     raw = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"})
@@ -297,6 +297,7 @@ def test_the_unbatched_decode_path_answers_the_same(service_logs, api, finished)
     emb = api.http.get(f"/v1/embeddings/{emb_id}").json()
     vectors = {"model": "tiny-llama", "e": emb["vectors"]["e"], "m": emb["vectors"]["m"], "length": emb["length"]}
     old = Api(service_logs / "api-unbatched.log", PROTOTOK_DECODE_BATCHING="false").start()
+    old.http.headers = api.http.headers  # the key that owns the embedding
     try:
         for server in (api, old):
             assert server.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT

@@ -8,6 +8,7 @@ worker fails the job without running it (and keeps serving), and the file never 
 from __future__ import annotations
 
 import pickle
+import uuid
 
 import pytest
 from conftest import wait_for, wait_job
@@ -45,7 +46,7 @@ def live_payload(obj: object, path) -> bytes:
 def plant(conn, data: bytes | None = None, func: str = ENCODE_JOB, args: tuple = ("x",), push: bool = True) -> str:
     """A job on the tiny-llama queue whose hash holds `data` as written by an attacker."""
     q = safejob.queue(QUEUE, conn)
-    job = q.create_job(func, args=args)
+    job = q.create_job(func, args=args, job_id=uuid.uuid4().hex)  # an id of the API's form
     job.save()
     if data is not None:
         conn.hset(job.key, "data", data)
