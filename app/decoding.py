@@ -3,7 +3,9 @@
 One forward pass over a few dozen positions costs milliseconds on a CPU, far less than a
 round trip through a queue, and a SimpleWorker busy with a long encode could not answer a
 decode for minutes. So the API loads each decoding model once (`prototok.load_model`
-caches it per process) and runs the pass in FastAPI's thread pool. It only loads models
+caches it per process) and runs the pass in the model's decode lane (app/batcher.py), or,
+with PROTOTOK_DECODE_BATCHING=false, one pass per request in FastAPI's thread pool (the old
+path, kept to compare against: bench/load.py). It only loads models
 it has reason to: the configured one, the built-in ones, those some worker serves, and
 PROTOTOK_API_DECODE_MODELS; not any path a client names.
 """
@@ -30,13 +32,18 @@ def allowed_models(settings: Settings, conn: Redis) -> set[str]:
     return {canonical_name(n) for n in names}
 
 
+def allowed_model(name: str | None, settings: Settings, conn: Redis) -> str:
+    """The canonical name of the model a client asked to decode with, if this API may load it."""
+    model = canonical_name(name or settings.model)
+    allowed = allowed_models(settings, conn)
+    if model not in allowed:
+        raise UnknownModel(f"unknown model '{model}'; this service decodes with: {', '.join(sorted(allowed))}")
+    return model
+
+
 def decoding_model(name: str | None, settings: Settings, conn: Redis) -> LanguageModel:
     """The model a client asked to decode with, loaded once per process."""
-    model = canonical_name(name or settings.model)
-    if model not in allowed_models(settings, conn):
-        raise UnknownModel(f"unknown model '{model}'; this service decodes with: "
-                           f"{', '.join(sorted(allowed_models(settings, conn)))}")
-    return load_model(model)
+    return load_model(allowed_model(name, settings, conn))
 
 
 def preload(settings: Settings) -> threading.Thread | None:

@@ -16,6 +16,7 @@ from rq import Queue
 
 from prototok.settings import Settings, get_settings
 
+from . import safejob
 from .queues import queue_name
 from .store import EncodingStore
 
@@ -41,8 +42,7 @@ def store_dep(conn: Annotated[Redis, Depends(redis_dep)]) -> EncodingStore:
 def queues_dep(conn: Annotated[Redis, Depends(redis_dep)],
                settings: Annotated[Settings, Depends(settings_dep)]) -> Callable[[str], Queue]:
     """model name -> that model's queue (the model comes from the body, so a factory)."""
-    return lambda model: Queue(queue_name(settings, model), connection=conn,
-                               default_timeout=settings.job_timeout_s)
+    return lambda model: safejob.queue(queue_name(settings, model), conn, default_timeout=settings.job_timeout_s)
 
 
 SettingsDep = Annotated[Settings, Depends(settings_dep)]

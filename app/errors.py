@@ -25,6 +25,7 @@ from prototok.errors import (
     ModelMismatch,
     PrototokError,
     TextTooLong,
+    TooManyTokens,
     UnknownModel,
 )
 
@@ -43,6 +44,12 @@ class JobNotFound(ServiceError):
     code, status = "job_not_found", 404
 
 
+class JobEnded(ServiceError):
+    """DELETE of a job that already finished or failed: there is nothing left to cancel."""
+
+    code, status = "job_ended", 409
+
+
 class EmbeddingNotFound(ServiceError):
     code, status = "embedding_not_found", 404
 
@@ -55,6 +62,12 @@ class ModelNotServed(ServiceError):
 
 class TooManyTexts(ServiceError):
     code, status = "too_many_texts", 413
+
+
+class CorruptJobRecord(ServiceError):
+    """A job hash in Redis that this service did not write (not JSON, another function): never run or shown."""
+
+    code, status = "corrupt_job_record", 500
 
 
 class Unauthorized(ServiceError):
@@ -95,8 +108,8 @@ class ChecksumMismatch(ServiceError):
 
 # Core errors: most specific class first, since they subclass each other.
 CORE_STATUS: list[tuple[type[PrototokError], int]] = [
-    (TextTooLong, 413), (EmptyText, 422), (BadVectors, 422), (UnknownModel, 404), (ModelMismatch, 409),
-    (DecodeMismatch, 409), (CorruptEncoding, 422), (InvalidInput, 422),
+    (TextTooLong, 413), (TooManyTokens, 413), (EmptyText, 422), (BadVectors, 422), (UnknownModel, 404),
+    (ModelMismatch, 409), (DecodeMismatch, 409), (CorruptEncoding, 422), (InvalidInput, 422),
 ]
 
 

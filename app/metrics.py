@@ -20,6 +20,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 
 from prototok.settings import Settings
 
+from . import safejob
 from .queues import live_workers
 
 ENCODE_KEY = "prototok:metrics:encode_seconds"
@@ -29,6 +30,12 @@ ENCODE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 DECODE_SECONDS = Histogram(
     "prototok_decode_seconds", "One-pass decode latency in the API process (forward pass only)",
     ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=None,
+)
+
+
+DECODE_BATCH = Histogram(
+    "prototok_decode_batch_requests", "Decode requests joined into one forward pass (app/batcher.py)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=None,
 )
 
 
@@ -74,14 +81,15 @@ class ServiceCollector:
     def _jobs(self) -> GaugeMetricFamily:
         jobs = GaugeMetricFamily("prototok_jobs", "Jobs by state and model", labels=["state", "model"])
         prefix = self.settings.queue_name + ":"
-        for q in Queue.all(connection=self.conn):
+        for q in Queue.all(connection=self.conn, job_class=safejob.SafeJob, serializer=safejob.SERIALIZER):
             if not q.name.startswith(prefix):
                 continue
             model = q.name[len(prefix):]
-            StartedJobRegistry(queue=q).cleanup()  # fail jobs whose worker died before counting them
-            for state, n in (("queued", q.count), ("running", StartedJobRegistry(queue=q).count),
-                             ("finished", FinishedJobRegistry(queue=q).count),
-                             ("failed", FailedJobRegistry(queue=q).count)):
+            safejob.cleanup_abandoned(self.conn, q.name, self.settings.heartbeat_ttl_s)  # dead workers' jobs first
+            started = safejob.registry(StartedJobRegistry, q.name, self.conn)
+            for state, n in (("queued", q.count), ("running", started.count),
+                             ("finished", safejob.registry(FinishedJobRegistry, q.name, self.conn).count),
+                             ("failed", safejob.registry(FailedJobRegistry, q.name, self.conn).count)):
                 jobs.add_metric([state, model], n)
         return jobs
 
@@ -96,5 +104,6 @@ class ServiceCollector:
 def render(conn: Redis, settings: Settings) -> bytes:
     registry = CollectorRegistry()
     registry.register(DECODE_SECONDS)
+    registry.register(DECODE_BATCH)
     registry.register(ServiceCollector(conn, settings))
     return generate_latest(registry)

@@ -145,9 +145,12 @@ class JobView(BaseModel):
     progress: Progress
     embedding_ids: list[str] | None = None
     error: str | None = Field(None, description="why it failed, for people")
-    error_code: str | None = Field(None, description="why it failed, stable: invalid_input, worker_died, job_timeout, ...")
+    error_code: str | None = Field(None, description="why it failed, stable: invalid_input, worker_died, job_timeout, "
+                                                   "canceled, ...")
     waiting_for_worker: bool = Field(False, description="queued while no live worker serves its model: "
                                      "it stays queued (nothing is lost) and runs when such a worker starts")
+    cancel_requested: bool = Field(False, description="DELETE /v1/jobs/{id} asked it to stop; a running job "
+                                   "stops at its next step and ends failed with error_code canceled")
     queue_position: int | None = Field(None, description="queued: jobs ahead of this one in its model's queue "
                                        "(0 = next)")
     eta_s: float | None = Field(None, description="queued: rough seconds until it ends, from the model's recent "

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.client import Pipeline
 
 from prototok.encoding import Encoding
 
@@ -49,8 +50,8 @@ class StoredEncoding:
     job_id: str
     owner: str = ""
 
-    def encoding(self) -> Encoding:
-        return Encoding.from_bytes(self.blob)
+    def encoding(self, max_tokens: int | None = None) -> Encoding:
+        return Encoding.from_bytes(self.blob, max_tokens)
 
 
 class EncodingStore:
@@ -61,10 +62,12 @@ class EncodingStore:
     def key(emb_id: str) -> str:
         return KEY_PREFIX + emb_id
 
-    def put(self, enc: Encoding, job_id: str = "", owner: str = "") -> str:
+    def put(self, enc: Encoding, job_id: str = "", owner: str = "", emb_id: str | None = None,
+            pipe: Pipeline | None = None) -> str:
+        """Store one encoding; `emb_id` and `pipe` let a worker write many, atomically, under ids it chose."""
         blob = enc.to_bytes()
-        emb_id = uuid.uuid4().hex
-        self.conn.hset(self.key(emb_id), mapping={
+        emb_id = emb_id or uuid.uuid4().hex
+        (pipe if pipe is not None else self.conn).hset(self.key(emb_id), mapping={
             "blob": blob, "sha256": hashlib.sha256(blob).hexdigest(), "created": time.time(),
             "model": enc.model, "job_id": job_id, "owner": owner,
         })

@@ -23,7 +23,7 @@ import torch
 from .arrangements import BatchLayout
 from .baseline import generate
 from .encoding import Encoding, ids_digest, validate_vectors
-from .errors import BadVectors, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch
+from .errors import BadVectors, CorruptEncoding, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch
 from .metrics import c_tokens, h_lm
 from .models import LanguageModel
 from .optimize import ProgressFn, Solution, optimize
@@ -153,6 +153,8 @@ def check_compatible(lm: LanguageModel, enc: Encoding) -> None:
         )
     if enc.hidden_size != lm.hidden_size:
         raise ModelMismatch(f"vectors are {enc.hidden_size}-dim, model '{lm.name}' takes {lm.hidden_size}")
+    if any(n > lm.max_length - 1 for n in enc.lengths):
+        raise CorruptEncoding(f"a chunk is longer than model '{lm.name}' can take ({lm.max_length - 1} tokens)")
 
 
 @torch.inference_mode()
@@ -244,9 +246,9 @@ def mismatch_message(lm: LanguageModel, enc: Encoding) -> str:
             f"too small a margin? it was made in {made or 'an unrecorded dtype'}, decoded in {here} on {lm.device.type})")
 
 
-def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths: list[int],
-                   arrangement: Arrangement = Arrangement.E_MN1, sink: bool = False) -> str:
-    """Decode client-supplied vectors (no corrections, no checksum): e, m of shape (K, d)."""
+def check_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor,
+                  lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Client-supplied e, m as (K, d) rows this model can decode at these lengths, or BadVectors."""
     e, m = e.reshape(-1, e.shape[-1]), m.reshape(-1, m.shape[-1])
     if e.shape != m.shape or e.shape[1] != lm.hidden_size or e.shape[0] != len(lengths):
         raise BadVectors(f"e and m must both be ({len(lengths)}, {lm.hidden_size}); got "
@@ -255,5 +257,12 @@ def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths:
         raise BadVectors("vectors contain NaN or inf")
     if any(n < 1 or n > lm.max_length - 1 for n in lengths):
         raise BadVectors(f"each length must be between 1 and {lm.max_length - 1}")
+    return e, m
+
+
+def decode_vectors(lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, lengths: list[int],
+                   arrangement: Arrangement = Arrangement.E_MN1, sink: bool = False) -> str:
+    """Decode client-supplied vectors (no corrections, no checksum): e, m of shape (K, d)."""
+    e, m = check_vectors(lm, e, m, lengths)
     ids = decode_ids(lm, arrangement, e, m, lengths, sink)
     return lm.detokenize([t for x in ids for t in x])

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import BadVectors, CorruptEncoding
+from .errors import BadVectors, CorruptEncoding, PrototokError, TooManyTokens
 from .recipe import Arrangement, Method
 
 FORMAT_VERSION = 1
@@ -81,8 +81,10 @@ class Encoding:
         return st_save(tensors, metadata={META_KEY: json.dumps(self.metadata())})
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> Encoding:
-        meta, tensors = _parse(blob)
+    def from_bytes(cls, blob: bytes, max_tokens: int | None = None) -> Encoding:
+        """Parse a blob; with `max_tokens`, refuse one whose chunk lengths add up to more,
+        judged from the JSON header before any tensor or list is built from it."""
+        meta, tensors = _parse(blob, max_tokens)
         try:
             enc = cls(
                 model=meta["model"], tokenizer_fingerprint=meta["tokenizer_fingerprint"],
@@ -117,7 +119,19 @@ def _optional(value: object, kind: type) -> object:
     return None if value is None else kind(value)
 
 
-def _parse(blob: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
+def check_positions(lengths: object, max_tokens: int, what: str = "this decode") -> None:
+    """Refuse a decode of more than `max_tokens` positions, given its chunk lengths as sent.
+
+    Runs on untrusted input before anything is sized from it, so it accepts any JSON value."""
+    if not isinstance(lengths, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in lengths):
+        raise CorruptEncoding("chunk lengths must be a list of integers")
+    total = sum(lengths)
+    if len(lengths) > max_tokens or total > max_tokens:
+        raise TooManyTokens(f"{what} asks for {total} positions in {len(lengths)} chunk(s); the limit is "
+                            f"{max_tokens} (PROTOTOK_MAX_DECODE_TOKENS)")
+
+
+def _parse(blob: bytes, max_tokens: int | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     if len(blob) < 8:
         raise CorruptEncoding("not a safetensors file (too short)")
     n = int.from_bytes(blob[:8], "little")
@@ -126,7 +140,11 @@ def _parse(blob: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
     try:
         header = json.loads(blob[8 : 8 + n])
         meta = json.loads(header["__metadata__"][META_KEY])
+        if max_tokens is not None:
+            check_positions(meta.get("lengths") if isinstance(meta, dict) else None, max_tokens, "the encoding")
         tensors = st_load(blob)
+    except PrototokError:
+        raise
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise CorruptEncoding(f"not a prototok encoding: {exc}") from exc
     except Exception as exc:  # safetensors raises its own SafetensorError on damaged data

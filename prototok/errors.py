@@ -46,3 +46,9 @@ class DecodeMismatch(PrototokError):
     """Decoding ran but did not reproduce the encoded token ids (checksum differs)."""
 
     code = "decode_mismatch"
+
+
+class TooManyTokens(InvalidInput):
+    """A decode that asks for more positions than the configured limit (checked before any allocation)."""
+
+    code = "too_many_tokens"

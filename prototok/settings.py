@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     recipe: str = "tuned"  # "tuned" or "paper" (prototok.recipe.RECIPES)
 
     # service
+    # With a password (requirepass or an ACL user) the URL carries it: redis://[user]:PASSWORD@host:6379/0
+    # (rediss:// for TLS). Whoever can write to this Redis can read, change and delete every job and
+    # encoding and queue encode jobs; it cannot make the API or a worker run code (docs/service.md).
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "prototok"
     max_text_chars: int = 20_000  # longer texts are refused with 413
@@ -41,6 +44,15 @@ class Settings(BaseSettings):
     job_retries: int = 0  # re-runs of a job whose worker died or that raised; 0 = it ends failed with the reason
     api_preload: bool = True  # the API loads PROTOTOK_MODEL at start-up so the first decode is not a model load
     api_decode_models: list[str] = Field(default_factory=list)  # extra models the API may load to decode
+    max_decode_tokens: int = Field(4096, ge=1)  # positions one decode may ask for (JSON, upload or stored): 413 above
+    decode_batching: bool = True  # decodes go to one thread per model that joins them into batched passes;
+    #                               false: one pass per request in the shared thread pool (the old path)
+    decode_batch_tokens: int = Field(1024, ge=1)  # positions one batched pass may join (a bigger request runs alone)
+    decode_batch_wait_ms: float = Field(2.0, ge=0)  # how long the decode thread waits for company for a pass
+    decode_queue_max: int = Field(256, ge=1)  # decodes waiting for their model's thread; more: 503 decode_busy
+    decode_threads: int = Field(0, ge=0)  # torch threads of the API's decode passes; 0 = cores - 1 (a core for requests)
+    decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode threads, so request handling goes first
+    redis_retry_max_s: float = Field(10.0, gt=0)  # a worker retries Redis writes with backoff up to this wait
 
     # access: API keys, quotas and rate limits (docs/service.md, "Keys and quotas")
     auth: bool = True  # every /v1 route needs `Authorization: Bearer KEY`; PROTOTOK_AUTH=off for a local sandbox

@@ -57,7 +57,7 @@ def service_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOTOK_")}
     env.update(PROTOTOK_REDIS_URL=SERVICE_REDIS_URL, PROTOTOK_MODEL="tiny-llama", PROTOTOK_HEARTBEAT_TTL_S="4",
                PROTOTOK_PROGRESS_EVERY="5", PROTOTOK_API_PRELOAD="false", PROTOTOK_MAX_TEXT_CHARS="300",
-               PROTOTOK_MAX_BODY_BYTES="100000",
+               PROTOTOK_MAX_BODY_BYTES="100000", PROTOTOK_MAX_DECODE_TOKENS="512",
                PROTOTOK_MAX_BATCH_TEXTS="4", PROTOTOK_MAX_STEPS_LIMIT="5000", PROTOTOK_RATE_LIMIT_PER_S="0",
                PROTOTOK_MAX_JOBS_PER_KEY="0", OMP_NUM_THREADS="1", PROTOTOK_THREADS="1", PROTOTOK_DTYPE="float32",
                PYTHONUNBUFFERED="1")

@@ -1,8 +1,10 @@
+import json
+
 import pytest
 import torch
 
 from prototok import Encoding, decode, encode_texts
-from prototok.errors import BadVectors, CorruptEncoding, ModelMismatch
+from prototok.errors import BadVectors, CorruptEncoding, ModelMismatch, TooManyTokens
 
 
 @pytest.fixture
@@ -53,3 +55,36 @@ def test_missing_file_is_reported(tmp_path):
 def test_other_model_is_refused(enc, tiny_neox):
     with pytest.raises(ModelMismatch):
         decode(tiny_neox, [enc])
+
+
+def forged(enc: Encoding, **meta) -> bytes:
+    """enc's bytes with some metadata replaced, as an attacker would upload them."""
+    from safetensors.torch import save as st_save
+
+    return st_save({k: v.contiguous() for k, v in enc.vectors.items()},
+                   metadata={"prototok": json.dumps({**enc.metadata(), **meta})})
+
+
+@pytest.mark.parametrize("lengths", [[10**9], [1] * 4097, [2048, 2049]])
+def test_too_many_positions_are_refused_from_the_header(enc, lengths):
+    """Judged from the JSON header: nothing is sized from the claimed lengths first."""
+    with pytest.raises(TooManyTokens, match="PROTOTOK_MAX_DECODE_TOKENS"):
+        Encoding.from_bytes(forged(enc, lengths=lengths), max_tokens=4096)
+
+
+@pytest.mark.parametrize("lengths", [None, "12", [1.5], [True]])
+def test_lengths_that_are_not_integers_are_corrupt(enc, lengths):
+    with pytest.raises(CorruptEncoding):
+        Encoding.from_bytes(forged(enc, lengths=lengths), max_tokens=4096)
+
+
+def test_within_the_limit_still_decodes(tiny, enc):
+    back = Encoding.from_bytes(enc.to_bytes(), max_tokens=enc.n_tokens)
+    assert decode(tiny, [back])[0].text == "file format"
+
+
+def test_a_chunk_longer_than_the_model_is_refused_before_decoding(tiny, enc):
+    """No cap given (the CLI): a forged length is still an error, not a huge allocation."""
+    back = Encoding.from_bytes(forged(enc, lengths=[10**9]))
+    with pytest.raises(CorruptEncoding, match="longer than model"):
+        decode(tiny, [back])

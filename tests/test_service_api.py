@@ -243,3 +243,70 @@ def test_stored_encoding_survives_an_api_restart(api, finished):
     api.restart()
     assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
     assert api.http.get(f"/v1/jobs/{finished['job_id']}").json()["status"] == "finished"
+
+
+DECODE_LIMIT = 512  # service_env's PROTOTOK_MAX_DECODE_TOKENS
+
+
+@pytest.mark.parametrize("length", [10**9, DECODE_LIMIT + 1, [DECODE_LIMIT, 1]])
+def test_json_decode_over_the_position_limit_is_413(api, length):
+    rows = len(length) if isinstance(length, list) else 1
+    r = api.http.post("/v1/decode", json={"model": "tiny-llama", "e": [[0.1] * 32] * rows, "m": [[0.1] * 32] * rows,
+                                          "length": length})
+    assert r.status_code == 413, r.text
+    assert r.json()["code"] == "too_many_tokens" and "PROTOTOK_MAX_DECODE_TOKENS" in r.json()["message"]
+
+
+@pytest.mark.parametrize("lengths", [[10**9], [DECODE_LIMIT + 1], [1] * (DECODE_LIMIT + 1)])
+def test_upload_over_the_position_limit_is_413(api, finished, lengths):
+    """The header's lengths are judged before a tensor is built: 413, not a MemoryError 500."""
+    from safetensors.torch import save as st_save
+
+    enc = Encoding.from_bytes(api.http.get(f"/v1/embeddings/{finished['embedding_ids'][0]}",
+                                           headers={"Accept": "application/octet-stream"}).content)
+    blob = st_save({k: v.contiguous() for k, v in enc.vectors.items()},
+                   metadata={"prototok": json.dumps({**enc.metadata(), "lengths": lengths})})
+    for kwargs in ({"files": {"file": ("x.safetensors", blob, "application/octet-stream")}},
+                   {"content": blob, "headers": {"content-type": "application/octet-stream"}}):
+        r = api.http.post("/v1/decode", **kwargs)
+        assert r.status_code == 413, r.text
+        assert r.json()["code"] == "too_many_tokens"
+
+
+def test_stored_encoding_over_the_position_limit_is_413_and_kept(api, service_redis):
+    """Stored before the limit was lowered, say: refused with a clear code, still downloadable."""
+    from app.store import EncodingStore
+
+    lm = load_model("tiny-llama")
+    text = "a long stored text " * 40
+    [enc] = encode_texts(lm, [text], EncodeConfig(recipe=TUNED.with_(max_steps=1, seeds=1)))
+    assert enc.n_tokens > DECODE_LIMIT
+    emb_id = EncodingStore(service_redis).put(enc, owner=api.key_name)
+    r = api.http.get(f"/v1/embeddings/{emb_id}/text")
+    assert r.status_code == 413 and r.json()["code"] == "too_many_tokens", r.text
+    raw = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"})
+    assert raw.status_code == 200 and Encoding.from_bytes(raw.content).n_tokens == enc.n_tokens
+
+
+def test_the_unbatched_decode_path_answers_the_same(service_logs, api, finished):
+    """PROTOTOK_DECODE_BATCHING=false (one pass per request in the thread pool, kept for bench.load)."""
+    from conftest import Api
+
+    emb_id = finished["embedding_ids"][0]
+    blob = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"}).content
+    emb = api.http.get(f"/v1/embeddings/{emb_id}").json()
+    vectors = {"model": "tiny-llama", "e": emb["vectors"]["e"], "m": emb["vectors"]["m"], "length": emb["length"]}
+    old = Api(service_logs / "api-unbatched.log", PROTOTOK_DECODE_BATCHING="false").start()
+    old.http.headers = api.http.headers  # the key that owns the embedding
+    try:
+        for server in (api, old):
+            assert server.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
+            assert server.http.post("/v1/decode", content=blob,
+                                    headers={"content-type": "application/octet-stream"}).json()["text"] == TEXT
+        assert old.http.post("/v1/decode", json=vectors).json()["text"] == api.http.post(
+            "/v1/decode", json=vectors).json()["text"]
+        r = old.http.post("/v1/decode", json={**vectors, "length": 10**9})
+        assert r.status_code == 413 and r.json()["code"] == "too_many_tokens"
+    finally:
+        old.proc.stop()
+        old.http.close()

@@ -10,7 +10,10 @@ test worker busy.
 One setting is widened, with reason: `positive_data_acceptance` also accepts 413 and 422.
 The schema cannot say which vectors fit a model's hidden size, which bytes are a prototok
 encoding, or what a job's encode budget allows, so a request can be well formed and still be
-refused with a stable code; every other check runs as shipped.
+refused with a stable code. One check is off for one operation, with reason: `use_after_free`
+on `GET /v1/jobs/{job_id}`. `DELETE /v1/jobs/{id}` cancels the job (issue 10 asks for that
+verb); the record stays, so that a poll can say `canceled`, and expires with the other job
+records. Every other check runs as shipped.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ def test_schemathesis_all_checks(fuzz_api, tmp_path):
 path = "{tmp_path / 'auth.json'}"
 peers = ["owner", "peer"]
 
+[checks]
+enabled = true  # every check (SimpleCheckConfig default); not `--checks all`, which would override the exception below
+
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404", "409", "413", "422", "429"]
 
@@ -82,10 +88,15 @@ values = {json.dumps(ids)}
 
 [parameters]
 "path.emb_id" = {{ dictionary = "embeddings", probability = 0.5 }}
+
+[[operations]]
+include-path = "/v1/jobs/{{job_id}}"
+include-method = "GET"
+checks.use_after_free.enabled = false
 """)
     run = subprocess.run(
         [st_command(), "--config-file", str(tmp_path / "schemathesis.toml"), "run", f"{fuzz_api.url}/openapi.json",
-         "--checks", "all", "--max-examples", str(CASES), "--seed", SEED, "--workers", "1", "--no-color",
+         "--max-examples", str(CASES), "--seed", SEED, "--workers", "1", "--no-color",
          "--generation-database", "none"],
         check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     out = run.stdout + run.stderr

@@ -11,8 +11,8 @@ from itertools import pairwise
 import pytest
 import torch
 from conftest import wait_job
-from rq.job import Job
 
+from app.safejob import SafeJob as Job
 from prototok import Progress
 from worker.progress import HISTORY_POINTS, ProgressReporter
 

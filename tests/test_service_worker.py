@@ -15,15 +15,15 @@ HEARTBEAT_TTL_S = 4  # service_env's PROTOTOK_HEARTBEAT_TTL_S
 def test_jobs_run_in_the_worker_process_itself(api, tiny_worker):
     """SimpleWorker: no fork per job, so the process that loaded the model runs every job."""
     from conftest import SERVICE_REDIS_URL
-    from rq.job import Job
 
+    from app import safejob
     from app.deps import redis_for
 
     pids = []
     for text in ("one", "two"):
         job_id = api.http.post("/v1/encode", json={"text": text, "options": {"max_steps": 3}}).json()["job_id"]
         assert wait_job(api, job_id, 300, tiny_worker)["status"] == "finished"
-        pids.append(Job.fetch(job_id, connection=redis_for(SERVICE_REDIS_URL)).meta["worker_pid"])
+        pids.append(safejob.fetch(job_id, redis_for(SERVICE_REDIS_URL)).meta["worker_pid"])
     assert pids == [tiny_worker.pid, tiny_worker.pid]
 
 

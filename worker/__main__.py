@@ -11,14 +11,13 @@ import os
 import socket
 import sys
 
-from redis import Redis
-from rq import Queue
-
+from app import safejob
 from app.queues import announce, queue_name, withdraw
 from prototok import PrototokError, load_model
 from prototok.models import canonical_name
 from prototok.settings import get_settings
 
+from .retry import best_effort, connect
 from .runner import ModelWorker, Pulse
 
 log = logging.getLogger("prototok.worker")
@@ -33,10 +32,11 @@ def main() -> int:
     except PrototokError as exc:
         log.error("cannot load model %s: %s", model, exc)
         return 2
-    conn = Redis.from_url(settings.redis_url)
-    queue = Queue(queue_name(settings, model), connection=conn, default_timeout=settings.job_timeout_s)
+    conn = connect(settings.redis_url)
+    queue = safejob.queue(queue_name(settings, model), conn, default_timeout=settings.job_timeout_s)
     name = f"{socket.gethostname()}.{os.getpid()}"
-    worker = ModelWorker([queue], connection=conn, name=name, default_result_ttl=settings.job_result_ttl_s)
+    worker = ModelWorker([queue], connection=conn, name=name, default_result_ttl=settings.job_result_ttl_s,
+                         job_class=safejob.SafeJob, serializer=safejob.SERIALIZER)
     worker.heartbeat_ttl_s = settings.heartbeat_ttl_s
     log.info("worker %s serves %s on %s from queue %s", name, model, lm.device, queue.name)
     ttl = settings.heartbeat_ttl_s
@@ -44,7 +44,7 @@ def main() -> int:
         with Pulse(lambda: announce(conn, model, name, ttl), ttl / 3, "announce"):
             worker.work(with_scheduler=False, logging_level=logging.getLevelName(log.getEffectiveLevel()))
     finally:
-        withdraw(conn, model, name)
+        best_effort("withdrawing the worker", lambda: withdraw(conn, model, name))
     return 0
 
 

@@ -7,11 +7,19 @@ and once more at the end. All it saves is plain JSON-able data in `job.meta["pro
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 from rq.job import Job
 
 from prototok import LanguageModel, Progress
 from prototok.codec import chunk, chunk_size
 from prototok.recipe import EncodeConfig
+
+from .retry import REDIS_DOWN, retrying
+
+log = logging.getLogger("prototok.worker")
 
 HISTORY_POINTS = 500  # (step, loss, accuracy) points kept per job; older ones are thinned, never the range
 STRIP_TOKENS = 256  # positions of the first text whose right/wrong state the job reports
@@ -26,8 +34,11 @@ class ProgressReporter:
     optimised in several calls; the history's steps count on across them.
     """
 
-    def __init__(self, job: Job, every: int, first: list[list[int]] | None = None):
+    def __init__(self, job: Job, every: int, first: list[list[int]] | None = None,
+                 check: Callable[[int], None] | None = None):
         self.job, self.every = job, max(1, every)
+        self.check = check  # called with the step at each report: may raise to stop the job (cancel)
+        self.quiet_until = 0.0  # after a failed write, skip reports for a moment rather than stall the steps
         self.first = first or []  # token ids of the first text's leading chunks (those in the strip)
         self.points: list[dict] = []  # one per `stride` steps
         self.history: list[dict] = []  # the points and the latest report
@@ -42,6 +53,8 @@ class ProgressReporter:
         self.pending = p
         if p.step % self.every == 0 or p.step in (1, p.max_steps):
             self.flush()
+            if self.check is not None:
+                self.check(p.step)
 
     def flush(self) -> None:
         """Save the latest report, if it is not saved yet (a job that converges mid-interval)."""
@@ -73,8 +86,17 @@ class ProgressReporter:
         return out[:STRIP_TOKENS]
 
     def save(self, **progress: object) -> None:
+        """Best effort: a report that Redis does not take is dropped and the job goes on
+        (worker/retry.py); the next report, or the final store, writes the latest state."""
         self.job.meta["progress"] = {**self.job.meta.get("progress", {}), **progress}
-        self.job.save_meta()
+        if time.monotonic() < self.quiet_until:
+            return
+        try:
+            retrying(f"job {self.job.id}: progress", self.job.save_meta, attempts=2)
+        except REDIS_DOWN:
+            log.warning("job %s: progress at step %s not saved (Redis unavailable); optimisation goes on",
+                        self.job.id, progress.get("step"))
+            self.quiet_until = time.monotonic() + 2.0
 
 
 def strip(lm: LanguageModel, text: str, cfg: EncodeConfig) -> tuple[list[str], list[list[int]]]:

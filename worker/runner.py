@@ -12,6 +12,12 @@ heartbeat stops, the job's StartedJobRegistry entry expires, and the next
 by any live worker's maintenance) marks it failed with AbandonedJobError, or re-queues it
 when PROTOTOK_JOB_RETRIES allows. A hung job is ended by the job timeout (SIGALRM, which
 works because the job runs in the main thread).
+
+Redis outages: every Redis call RQ makes around a job (marking it started, finished or
+failed, heartbeats, maintenance, suspension checks) is retried with backoff (worker/retry.py)
+instead of escaping into RQ's work loop, which would quit on it. The job's own result
+stays in memory and is retried the same way (worker/jobs.py). So the process rides out a
+Redis restart and goes on taking jobs; dequeueing already retries in RQ itself.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from rq.job import Job
 from rq.queue import Queue
+from rq.registry import FailedJobRegistry
 from rq.worker import SimpleWorker, WorkerStatus
+
+from .retry import REDIS_DOWN, best_effort, retrying
 
 log = logging.getLogger("prototok.worker")
 
@@ -37,11 +47,13 @@ class Pulse:
 
     def _run(self) -> None:
         while True:
+            wait = self.every_s
             try:
                 self.beat()
             except Exception as exc:  # noqa: BLE001 - a Redis blip must not kill the heartbeat for good
                 log.warning("heartbeat failed: %s", exc)
-            if self._stop.wait(self.every_s):
+                wait = min(1.0, self.every_s)  # beat again as soon as Redis is back
+            if self._stop.wait(wait):
                 return
 
     def __enter__(self) -> Pulse:  # noqa: PYI034 - final class in practice
@@ -63,7 +75,47 @@ class ModelWorker(SimpleWorker):
         return self.heartbeat_ttl_s
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
+        execution = retrying(f"job {job.id}: starting", lambda: self.prepare_execution(job))
         with Pulse(lambda: self.maintain_heartbeats(job, execution), self.heartbeat_ttl_s / 3, "job-heartbeat"):
             self.perform_job(job, queue, execution)
-        self.set_state(WorkerStatus.IDLE)
+        retrying("worker state", lambda: self.set_state(WorkerStatus.IDLE))
+
+    # RQ's bookkeeping around a job, each retried rather than let a Redis error out of the work loop
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        retrying(f"job {job.id}: marking it started",
+                 lambda: super(ModelWorker, self).prepare_job_execution(job, remove_from_intermediate_queue))
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        retrying(f"job {job.id}: ending it", lambda: super(ModelWorker, self).handle_execution_ended(
+            job, queue, heartbeat_ttl))
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
+        """Mark it finished once Redis answers. If an outage outlasted the heartbeat TTL and a
+        registry cleanup took the job for abandoned meanwhile, the result (already stored) wins."""
+        retrying(f"job {job.id}: marking it finished", lambda: super(ModelWorker, self).handle_job_success(
+            job, queue, started_job_registry, execution))
+        registry = FailedJobRegistry(job.origin, connection=self.connection, job_class=type(job),
+                                     serializer=self.serializer)
+        best_effort(f"job {job.id}: clearing a stale failure", lambda: registry.remove(job))
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = "",
+                           execution: Any = None) -> None:
+        """RQ logs and drops a failure it cannot write; wait for Redis first so that it can."""
+        retrying(f"job {job.id}: marking it failed", self.connection.ping)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        retrying("suspension check", lambda: super(ModelWorker, self).check_for_suspension(burst))
+
+    def run_maintenance_tasks(self) -> None:
+        best_effort("registry maintenance", super().run_maintenance_tasks)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:  # only queued into a pipeline: the caller's execute() is what may fail
+            super().heartbeat(timeout, pipeline)
+            return
+        try:
+            super().heartbeat(timeout)
+        except REDIS_DOWN as exc:
+            log.warning("worker heartbeat skipped: Redis unavailable (%s)", exc)

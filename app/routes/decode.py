@@ -8,6 +8,7 @@ text's token checksum, so it decodes exactly or fails with `decode_mismatch`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import torch
@@ -18,11 +19,14 @@ from pydantic import ValidationError
 from redis import Redis
 from starlette.datastructures import UploadFile
 
-from prototok import Encoding, decode, decode_vectors
+import prototok
+from prototok import Encoding, decode, decode_vectors, load_model
+from prototok.encoding import check_positions
 from prototok.errors import BadVectors, InvalidInput
 from prototok.settings import Settings
 
-from ..decoding import decoding_model
+from ..batcher import lane
+from ..decoding import allowed_model
 from ..deps import RedisDep, SettingsDep
 from ..errors import ServiceError
 from ..metrics import DECODE_SECONDS
@@ -45,26 +49,46 @@ class UploadTooLarge(ServiceError):
     code, status = "payload_too_large", 413
 
 
-def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> Decoded:
-    lm = decoding_model(req.model, settings, conn)
+def vectors_of(req: DecodeRequest, settings: Settings, conn: Redis) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """(model, e, m) of a JSON request, its size checked before the tensors are built."""
+    check_positions(req.lengths(), settings.max_decode_tokens, "this request")
+    model = allowed_model(req.model, settings, conn)
     try:
-        e, m = torch.tensor(req.e, dtype=torch.float32), torch.tensor(req.m, dtype=torch.float32)
+        return model, torch.tensor(req.e, dtype=torch.float32), torch.tensor(req.m, dtype=torch.float32)
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise BadVectors(f"e and m must be rectangular arrays of numbers: {exc}") from exc
-    start = time.perf_counter()
-    text = decode_vectors(lm, e, m, req.lengths(), req.arrangement, req.sink)
-    seconds = time.perf_counter() - start
+
+
+def upload_of(blob: bytes, settings: Settings, conn: Redis) -> tuple[str, Encoding]:
+    """(model, encoding) of an upload, its size judged from the header before anything is built."""
+    enc = Encoding.from_bytes(blob, max_tokens=settings.max_decode_tokens)
+    return allowed_model(enc.model, settings, conn), enc
+
+
+def vectors_answer(model: str, req: DecodeRequest, text: str, seconds: float) -> Decoded:
     DECODE_SECONDS.labels("vectors").observe(seconds)
-    return Decoded(text=text, model=lm.name, length=sum(req.lengths()), decode_ms=round(seconds * 1000, 3))
+    return Decoded(text=text, model=model, length=sum(req.lengths()), decode_ms=round(seconds * 1000, 3))
+
+
+def upload_answer(model: str, out: prototok.Decoded) -> Decoded:
+    DECODE_SECONDS.labels("upload").observe(out.seconds)
+    return Decoded(text=out.text, model=model, length=len(out.ids), decode_ms=round(out.seconds * 1000, 3),
+                   accuracy=out.accuracy)
+
+
+def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> Decoded:
+    """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
+    model, e, m = vectors_of(req, settings, conn)
+    start = time.perf_counter()
+    text = decode_vectors(load_model(model), e, m, req.lengths(), req.arrangement, req.sink)
+    return vectors_answer(model, req, text, time.perf_counter() - start)
 
 
 def from_file(blob: bytes, settings: Settings, conn: Redis) -> Decoded:
-    enc = Encoding.from_bytes(blob)
-    lm = decoding_model(enc.model, settings, conn)
-    [out] = decode(lm, [enc])
-    DECODE_SECONDS.labels("upload").observe(out.seconds)
-    return Decoded(text=out.text, model=lm.name, length=len(out.ids), decode_ms=round(out.seconds * 1000, 3),
-                   accuracy=out.accuracy)
+    """The old path for an upload."""
+    model, enc = upload_of(blob, settings, conn)
+    [out] = decode(load_model(model), [enc])
+    return upload_answer(model, out)
 
 
 async def uploaded_bytes(request: Request) -> bytes:
@@ -90,12 +114,23 @@ def parse_json(raw: bytes) -> DecodeRequest:
 
 
 @router.post("/decode", response_model=Decoded, openapi_extra=BODY_DOC,
-             responses={s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422)},
+             responses={s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 503)},
              summary="Decode client-supplied vectors or an uploaded .safetensors encoding")
 async def decode_route(request: Request, settings: SettingsDep, conn: RedisDep) -> Decoded:
+    """Parsing and checks run in the thread pool, the pass in the model's decode lane (app/batcher.py)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(("multipart/form-data", "application/octet-stream")):
         blob = await uploaded_bytes(request)
-        return await run_in_threadpool(from_file, blob, settings, conn)
-    req = parse_json(await request.body())
-    return await run_in_threadpool(from_vectors, req, settings, conn)
+        if not settings.decode_batching:
+            return await run_in_threadpool(from_file, blob, settings, conn)
+        model, enc = await run_in_threadpool(upload_of, blob, settings, conn)
+        out = await asyncio.wrap_future(lane(model, settings).submit_encoding(enc))
+        return upload_answer(model, out)
+    raw = await request.body()
+    req = await run_in_threadpool(parse_json, raw)
+    if not settings.decode_batching:
+        return await run_in_threadpool(from_vectors, req, settings, conn)
+    model, e, m = await run_in_threadpool(vectors_of, req, settings, conn)
+    res = await asyncio.wrap_future(lane(model, settings).submit_vectors(e, m, req.lengths(), req.arrangement,
+                                                                        req.sink))
+    return vectors_answer(model, req, res.text, res.seconds)

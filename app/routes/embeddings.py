@@ -6,14 +6,21 @@ and `delete` take the caller); to any other key it does not exist.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import asyncio
 
-from prototok import decode, load_model
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from prototok import Decoded, Encoding, decode, load_model
+from prototok.settings import Settings
 
 from ..auth import CallerDep
-from ..deps import StoreDep
+from ..batcher import lane
+from ..deps import SettingsDep, StoreDep
+from ..keys import Caller
 from ..metrics import DECODE_SECONDS
 from ..schemas import EmbeddingView, ErrorBody, TextView
+from ..store import EncodingStore
 
 router = APIRouter(prefix="/v1/embeddings", tags=["embeddings"])
 
@@ -47,17 +54,35 @@ def get_embedding(emb_id: str, request: Request, store: StoreDep, caller: Caller
     )
 
 
-@router.get("/{emb_id}/text", response_model=TextView, responses=NOT_FOUND,
-            summary="Rebuild the text in one forward pass")
-def get_text(emb_id: str, store: StoreDep, caller: CallerDep) -> TextView:
-    """Decodes the stored vectors (plus stored corrections) and checks the result against the
-    text's stored token checksum: the answer is the exact text or an error, never a near miss."""
-    enc = store.get(emb_id, caller).encoding()
-    lm = load_model(enc.model)  # made by one of our workers, so a model this service runs
-    [out] = decode(lm, [enc])
+def stored_encoding(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> Encoding:
+    return store.get(emb_id, caller).encoding(settings.max_decode_tokens)
+
+
+def text_view(out: Decoded, model: str) -> TextView:
     DECODE_SECONDS.labels("stored").observe(out.seconds)
-    return TextView(text=out.text, accuracy=out.accuracy, decode_ms=round(out.seconds * 1000, 3), model=lm.name,
+    return TextView(text=out.text, accuracy=out.accuracy, decode_ms=round(out.seconds * 1000, 3), model=model,
                     length=len(out.ids))
+
+
+def text_now(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> TextView:
+    """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
+    enc = stored_encoding(emb_id, store, caller, settings)
+    [out] = decode(load_model(enc.model), [enc])  # made by one of our workers, so a model this service runs
+    return text_view(out, enc.model)
+
+
+@router.get("/{emb_id}/text", response_model=TextView, responses={**NOT_FOUND, 413: {"model": ErrorBody},
+                                                                   503: {"model": ErrorBody}},
+            summary="Rebuild the text in one forward pass")
+async def get_text(emb_id: str, store: StoreDep, caller: CallerDep, settings: SettingsDep) -> TextView:
+    """Decodes the stored vectors (plus stored corrections) and checks the result against the
+    text's stored token checksum: the answer is the exact text or an error, never a near miss.
+    The pass runs in the model's decode lane (app/batcher.py), joined with concurrent decodes."""
+    if not settings.decode_batching:
+        return await run_in_threadpool(text_now, emb_id, store, caller, settings)
+    enc = await run_in_threadpool(stored_encoding, emb_id, store, caller, settings)
+    out = await asyncio.wrap_future(lane(enc.model, settings).submit_encoding(enc))
+    return text_view(out, enc.model)
 
 
 @router.delete("/{emb_id}", status_code=204, responses={404: {"model": ErrorBody}}, summary="Delete an encoding")
