@@ -45,7 +45,8 @@ from typing import ClassVar
 import torch
 
 from prototok import Encoding, LanguageModel, decode, decode_ids, load_model
-from prototok.codec import Decoded, check_vectors
+from prototok.codec import Decoded, check_vectors, dtype_name
+from prototok.models import configure_threads
 from prototok.recipe import Arrangement
 from prototok.settings import Settings
 
@@ -117,7 +118,7 @@ class DecodeLane:
     # --- the lane's thread ---
 
     def _run(self) -> None:
-        torch.set_num_threads(decode_threads(self.settings))  # process-wide: the API runs torch only here
+        configure_threads(decode_threads(self.settings))  # process-wide: the API runs torch only here
         lower_priority(self.settings.decode_nice)
         while True:
             batch = self._gather()
@@ -127,7 +128,10 @@ class DecodeLane:
                 for job in batch:
                     job.future.set_exception(exc)
                 continue
-            self._decode(lm, [j for j in batch if j.enc is not None])
+            stored = [j for j in batch if j.enc is not None]
+            for dtype in {lane_dtype(self.settings, lm, j.enc) for j in stored}:
+                mine = [j for j in stored if lane_dtype(self.settings, lm, j.enc) == dtype]
+                self._decode(lm if dtype is None else load_model(self.model, dtype=dtype), mine)
             for layout in {j.layout() for j in batch if j.enc is None}:
                 self._decode(lm, [j for j in batch if j.enc is None and j.layout() == layout])
 
@@ -181,6 +185,15 @@ def _pass(lm: LanguageModel, jobs: list[Pending]) -> list[Decoded] | list[Vector
         mine, i = ids[i : i + len(job.lengths)], i + len(job.lengths)
         out.append(VectorsResult(lm.detokenize([t for chunk in mine for t in chunk]), seconds))
     return out
+
+
+def lane_dtype(settings: Settings, lm: LanguageModel, enc: Encoding) -> str | None:
+    """None: decode in the lane's own model. An encoding made in another dtype that
+    PROTOTOK_API_DECODE_DTYPES lists decodes in a copy of the model in that dtype (loaded once)."""
+    made = enc.compute_dtype
+    if made and made != dtype_name(lm.dtype) and made in settings.api_decode_dtypes:
+        return made
+    return None
 
 
 def lower_priority(nice: int) -> None:

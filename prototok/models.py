@@ -137,11 +137,16 @@ def resolve_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype
     return DTYPES[dtype]
 
 
+_threads_configured = False
+
+
 def configure_threads(threads: int | None = None) -> int:
     """Use PROTOTOK_THREADS intra-op threads (0 = every core this process may run on).
 
     Hosts that run several workers give each a share of the cores; a lone CLI takes all.
     """
+    global _threads_configured
+    _threads_configured = True
     n = threads if threads is not None else get_settings().threads
     if n <= 0:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -153,8 +158,8 @@ def configure_threads(threads: int | None = None) -> int:
 def load_model(name: str | None = None, device: str | None = None, dtype: str | None = None) -> LanguageModel:
     """Load (once per process) a frozen LM by alias, HF name, directory or .gguf path."""
     name = name or get_settings().model
-    if get_settings().threads >= 0:
-        configure_threads()
+    if not _threads_configured and get_settings().threads >= 0:
+        configure_threads()  # once per process: a caller that set its own count keeps it
     dev = resolve_device(device)
     dt = resolve_dtype(dev, dtype)
     key = (canonical_name(name), str(dev), str(dt))

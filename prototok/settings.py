@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     job_retries: int = 0  # re-runs of a job whose worker died or that raised; 0 = it ends failed with the reason
     api_preload: bool = True  # the API loads PROTOTOK_MODEL at start-up so the first decode is not a model load
     api_decode_models: list[str] = Field(default_factory=list)  # extra models the API may load to decode
+    # dtypes in which the API may keep another copy of a model, to decode encodings made in that
+    # dtype in it (e.g. ["float32"] beside a bfloat16 API); others decode in the API's own dtype
+    api_decode_dtypes: list[str] = Field(default_factory=list)
     max_decode_tokens: int = Field(4096, ge=1)  # positions one decode may ask for (JSON, upload or stored): 413 above
     decode_batching: bool = True  # decodes go to one thread per model that joins them into batched passes;
     #                               false: one pass per request in the shared thread pool (the old path)

@@ -102,3 +102,19 @@ def test_a_full_queue_is_refused_not_grown(encodings):
     assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
     decodes.start()
     assert [f.result(timeout=60).text for f in futures] == TEXTS[:2]
+
+
+def test_an_encoding_made_in_another_listed_dtype_decodes_in_that_dtype(tiny):
+    """PROTOTOK_API_DECODE_DTYPES: the API keeps a model copy in the encoding's own dtype."""
+    from app.batcher import lane_dtype
+    from prototok import load_model
+    from prototok.recipe import TUNED, EncodeConfig
+
+    bf16 = load_model("tiny-llama", dtype="bfloat16")
+    [enc] = encode_texts(bf16, ["made in bf16"], EncodeConfig(recipe=TUNED.with_(max_steps=4, seeds=1)))
+    assert lane_dtype(Settings(api_decode_dtypes=["bfloat16"]), tiny, enc) == "bfloat16"
+    assert lane_dtype(Settings(), tiny, enc) is None  # not asked: the API's own dtype
+    assert lane_dtype(Settings(api_decode_dtypes=["bfloat16"]), bf16, enc) is None  # already that dtype
+    lane_ = lane(api_decode_dtypes=["bfloat16"])
+    lane_.start()
+    assert lane_.submit_encoding(enc).result(60).text == "made in bf16"

@@ -32,6 +32,25 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 def test_dtype_is_a_setting():
     lm = load_model("tiny-llama", dtype="bfloat16")
     assert lm.dtype == torch.bfloat16 and lm is not load_model("tiny-llama")  # cached per dtype
-    assert load_model("tiny-llama").dtype == torch.float32  # auto on cpu
+    assert load_model("tiny-llama").dtype == torch.float32  # the tests pin PROTOTOK_DTYPE=float32
     with pytest.raises(InvalidInput, match="unknown dtype"):  # exit 2 on the CLI, a 4xx in the API
         load_model("tiny-llama", dtype="int3")
+
+
+def test_auto_dtype_follows_the_hardware():
+    from prototok.models import cpu_bf16_flags, resolve_dtype
+
+    native = bool(cpu_bf16_flags())
+    assert resolve_dtype(torch.device("cpu"), "auto") == (torch.bfloat16 if native else torch.float32)
+    assert resolve_dtype(torch.device("cuda"), "auto") == torch.bfloat16
+
+
+def test_threads_setting_is_applied_once(monkeypatch):
+    from prototok.models import configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_threads(0) >= 1  # 0 = every core this process may use
+    finally:
+        torch.set_num_threads(before)
