@@ -1,6 +1,6 @@
 """Walk one real text through a running prototok service and print every step.
 
-    python scripts/demo.py [--url http://127.0.0.1:8000] [--key KEY] [--text "..."] [--max-steps 300] [--seeds 4]
+    python scripts/demo.py [--url http://127.0.0.1:8000] [--key KEY] [--text "..."] [--max-steps N] [--seeds K]
 
 The API key comes from --key or PROTOTOK_API_KEY (make one with `prototok keys create NAME`);
 leave both out for a service running with PROTOTOK_AUTH=off.
@@ -58,8 +58,8 @@ def main() -> int:
     ap.add_argument("--url", default="http://127.0.0.1:8000")
     ap.add_argument("--key", default=os.environ.get("PROTOTOK_API_KEY"), help="API key (default: $PROTOTOK_API_KEY)")
     ap.add_argument("--text", default=DEFAULT_TEXT)
-    ap.add_argument("--max-steps", type=int, default=300)
-    ap.add_argument("--seeds", type=int, default=2, help="restarts side by side; 2 halves the work of the recipe's 4")
+    ap.add_argument("--max-steps", type=int, default=None, help="step budget (default: the service's recipe)")
+    ap.add_argument("--seeds", type=int, default=None, help="restarts side by side (default: the recipe's)")
     ap.add_argument("--timeout", type=float, default=1800)
     args = ap.parse_args()
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
@@ -69,10 +69,11 @@ def main() -> int:
     print(f"service at {args.url}: workers serve {ready.get('models')}; "
           f"{'with an API key' if args.key else 'no API key (PROTOTOK_AUTH=off)'}")
     print(f"text ({len(args.text)} chars): {args.text!r}")
-    print(f"The worker now optimises two vectors until the model rebuilds every token from them (at most "
-          f"{args.max_steps} steps, {args.seeds} restarts side by side). On a 2-core CPU that is usually 1-3 "
-          "minutes for this sentence (it stops early once every token is right); decoding takes about a second.")
-    body = {"text": args.text, "options": {"max_steps": args.max_steps, "seeds": args.seeds}}
+    print("The worker now optimises two vectors until the model rebuilds every token from them, each with a "
+          "margin over its rival (the service's default recipe). On a 2-core CPU that is usually 10-60 s for "
+          "this sentence, more while the machine is busy; decoding takes well under a second.")
+    options = {k: v for k, v in (("max_steps", args.max_steps), ("seeds", args.seeds)) if v is not None}
+    body = {"text": args.text, "options": options}
     accepted = show("1. encode", http.post("/v1/encode", json=body))
     print(f"   job {accepted['job_id']} for model {accepted['model']} (Location: /v1/jobs/{accepted['job_id']})")
 
