@@ -121,7 +121,7 @@ def test_keys_cli_prints_the_key_alone_and_skips_the_web_stack(service_redis):
     code = ("import sys; from prototok.cli import app; app(['keys', 'create', 'bare-stdout'], standalone_mode=False); "
             "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=service_env(), capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(r"ptk_[A-Za-z0-9_-]{43}\n", out.stdout) and out.stderr.strip().splitlines()[-1] == "[]"
 
