@@ -14,6 +14,7 @@ Run: python -m bench.robustness [--texts 10] [--margins 0 1.0]
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import statistics
 from itertools import chain
 
@@ -71,12 +72,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--texts", type=int, default=len(SENTENCES))
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, TUNED.margin])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="dtypes to encode in")
     args = ap.parse_args()
     models = {"float32": load_model(dtype="float32"), "bfloat16": load_model(dtype="bfloat16")}
     threads = torch.get_num_threads()
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     texts = SENTENCES[: args.texts]
     rows = []
     for made, lm in models.items():
+        if made not in args.dtypes:
+            continue
         other = models["bfloat16" if made == "float32" else "float32"]
         for margin in dict.fromkeys(args.margins):
             cfg = EncodeConfig(recipe=TUNED.with_(margin=margin))
@@ -93,12 +98,17 @@ def main() -> None:
                     row[cond] = f"{sum(per)} in {sum(p > 0 for p in per)}"
             rows.append(row)
             print(row, flush=True)
+            report(rows, started)
+
+
+def report(rows: list[dict], started: str) -> None:
+    """Written after every group, so an interrupted run keeps what it measured."""
     cols = ["made_in", "margin", "lossless", "median_steps", "median_s", "min_margin", "alone", "batch-4",
             "batch-32", "1-thread", "other-dtype", "other-dtype-exact"]
     md = ("Flip cells read `positions in encodings` (vectors alone, against the reference decode). "
           "`other-dtype-exact`: encodings that `decode` still rebuilds exactly (with their corrections) "
           "in the other dtype.\n\n" + table(rows, cols))
-    write("robustness", {"machine": machine(), "model": models["float32"].name, "rows": rows}, md)
+    write("robustness", {"started": started, "machine": machine(), "rows": rows}, md, append=False)
 
 
 if __name__ == "__main__":

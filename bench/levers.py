@@ -1,0 +1,61 @@
+"""Steps and row-steps of recipe variants on six held-out ~18-token prose texts (not the
+benchmark sentences), one text at a time. Row-steps (restarts x steps actually run) are what a
+CPU pays for; steps alone are what a GPU with idle width pays for. Counts, not seconds, so the
+numbers do not depend on the machine's load.
+
+Run: python -m bench.levers bfloat16 '{"name": {"seeds": 1, "lr": 0.08, "max_steps": 400}, ...}'
+Printed lines are collected by hand into bench/results/levers.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+import warnings
+
+import torch
+
+from prototok import TUNED, EncodeConfig, load_model
+from prototok.codec import tokenize_checked
+
+TEXTS = ["It is a truth universally acknowledged, that a single man in possession of a good fortune",
+         "Call me Ishmael. Some years ago, never mind how long precisely, having little money",
+         "The morning was bright and cold, and the fields lay silent under a thin coat of frost.",
+         "Her brother wrote that the ship would sail on Tuesday, weather permitting, from Dover.",
+         "Nobody in the house had slept, for the storm had torn half the roof from the barn.",
+         "He counted the coins again, slowly, as if they might have multiplied in the night."]
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    dtype, variants = sys.argv[1], json.loads(sys.argv[2])
+    opt = importlib.import_module("prototok.optimize")
+    opt = sys.modules["prototok.optimize"]  # the module (prototok.optimize the name is the function)
+    lm = load_model(dtype=dtype)
+    seqs = [tokenize_checked(lm, t)[:18] for t in TEXTS]
+    count = [0]
+    forward = opt.OneStepProblem.forward
+
+    def counting(self, rows):
+        count[0] += len(rows)
+        return forward(self, rows)
+
+    opt.OneStepProblem.forward = counting
+    for name, kw in variants.items():
+        steps, row_steps, accs = [], [], []
+        start = time.perf_counter()
+        for q in seqs:
+            count[0] = 0
+            [s] = opt.optimize(lm, [q], EncodeConfig(recipe=TUNED.with_(**kw)))
+            steps.append(s.steps)
+            row_steps.append(count[0])
+            accs.append(round(s.accuracy, 2))
+        print(f"{dtype} {name:24s} steps {steps} rowsteps {row_steps} sum_rs {sum(row_steps)} acc {accs} "
+              f"{time.perf_counter() - start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
