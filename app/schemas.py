@@ -46,6 +46,10 @@ class EncodeOptions(Strict):
                                     description="random restarts run side by side; the best is kept")
     seed: StrictInt | None = Field(None, ge=0, le=2**31 - 1, description="base seed; restart k uses seed + k")
     lr: FiniteFloat | None = Field(None, gt=0, le=10, description="AdamW learning rate")
+    margin: FiniteFloat | None = Field(
+        None, ge=0, lt=100, description="nats by which each right token must lead its best rival before a text "
+        "counts as solved (tuned: 1.0, so the encoding decodes the same in other batches and dtypes; 0 stops at "
+        "the first exact reconstruction)")
     recipe: Literal["tuned", "paper"] | None = Field(None, description="base recipe the other options change")
     arrangement: Arrangement | None = Field(None, description="input layout of e and m (paper, Table 1)")
     method: Method | None = Field(None, description="one_step (the paper) or autoregressive ([mem] baseline)")
@@ -60,7 +64,8 @@ class EncodeOptions(Strict):
         """The exact config a worker will run, with the step budget capped."""
         base = RECIPES[self.recipe or settings.recipe]
         steps = min(self.max_steps or base.max_steps, settings.max_steps_limit)
-        recipe = base.with_(max_steps=steps, seeds=self.seeds, seed=self.seed, lr=self.lr, sink=self.sink)
+        recipe = base.with_(max_steps=steps, seeds=self.seeds, seed=self.seed, lr=self.lr, sink=self.sink,
+                              margin=self.margin)
         return EncodeConfig(recipe=recipe).with_(
             arrangement=self.arrangement, method=self.method, share=self.share, group_size=self.group_size,
             chunk_tokens=self.chunk_tokens)

@@ -109,6 +109,9 @@ def encode(
     max_steps: int | None = typer.Option(None, min=1, help="Step budget (overrides the recipe)."),
     seeds: int | None = typer.Option(None, min=1, help="Random restarts, run side by side in one batch."),
     lr: float | None = typer.Option(None, min=0.0, help="Learning rate (overrides the recipe)."),
+    margin: float | None = typer.Option(None, min=0.0, max=99.0,
+                                        help="Nats each right token must lead by before the text counts as "
+                                             "solved (tuned: 1.0; 0 = stop at the first exact reconstruction)."),
     arrangement: str = typer.Option("e_mN-1", help="one | halves | pairs | e_mN | e_mN-1"),
     method: str = typer.Option("one_step", help="one_step (the paper) or autoregressive ([mem] baseline)."),
     chunk_tokens: int = typer.Option(64, min=1, help="Longer texts are split into chunks of this many tokens."),
@@ -125,7 +128,8 @@ def encode(
     body = _read_text(text, file)
     if recipe not in RECIPES:
         raise InvalidInput(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
-    options = {"recipe": recipe, "max_steps": max_steps, "seeds": seeds, "lr": lr, "arrangement": arrangement,
+    options = {"recipe": recipe, "max_steps": max_steps, "seeds": seeds, "lr": lr, "margin": margin,
+               "arrangement": arrangement,
                "method": method, "chunk_tokens": chunk_tokens, "sink": sink}
     if server:
         summary = _encode_on_server(server, api_key, body, model, options, out)
@@ -148,7 +152,7 @@ def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict
     o = options
     try:
         cfg = EncodeConfig(recipe=RECIPES[o["recipe"]].with_(max_steps=o["max_steps"], seeds=o["seeds"], lr=o["lr"],
-                                                             sink=o["sink"]),
+                                                             sink=o["sink"], margin=o["margin"]),
                            arrangement=o["arrangement"], method=o["method"], chunk_tokens=o["chunk_tokens"])
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc

@@ -39,6 +39,19 @@ def test_paper_recipe_and_sink_flag(tmp_path):
         assert Encoding.load(out).sink is sink and run("decode", str(out)).stdout == "sink or not"
 
 
+def test_margin_flag_decides_when_a_text_counts_as_solved(tmp_path):
+    """Margin 0 stops at the first exact reconstruction; an unreachable margin spends the budget."""
+    steps = {}
+    for margin in ("0", "50"):
+        out = tmp_path / f"m{margin}.safetensors"
+        res = run("encode", "hi", "--out", str(out), "--model", "tiny-llama", "--max-steps", "60", "--seeds", "1",
+                  "--margin", margin, "--json")
+        assert res.exit_code == 0, res.output
+        steps[margin] = json.loads(res.stdout)["steps"]
+        assert run("decode", str(out)).stdout == "hi"
+    assert steps["0"] < 60 and steps["50"] == 60, steps
+
+
 def test_encode_from_file(tmp_path):
     src, out = tmp_path / "t.txt", tmp_path / "e.safetensors"
     src.write_text("from a file\n", encoding="utf-8")

@@ -38,9 +38,11 @@ def admin_key(service_redis) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def made(api, tiny_worker) -> dict:
-    """A finished job of the `api` client's key, with its embedding. tiny-llama rebuilds "hi" in a
-    few steps, so the job stops early, between two progress writes (PROTOTOK_PROGRESS_EVERY=5)."""
-    r = api.http.post("/v1/encode", json={"text": "hi", "options": {"max_steps": 50, "seeds": 1}})
+    """A finished job of the `api` client's key, with its embedding. With no margin asked for,
+    tiny-llama rebuilds "hi" in a few steps, so the job stops early, between two progress writes
+    (PROTOTOK_PROGRESS_EVERY=5). (A random model's logits are too flat to reach the tuned 1-nat
+    margin: with it, the job would run its whole budget.)"""
+    r = api.http.post("/v1/encode", json={"text": "hi", "options": {"max_steps": 50, "seeds": 1, "margin": 0}})
     assert r.status_code == 202, r.text
     done = wait_job(api, r.json()["job_id"], 300, tiny_worker)
     assert done["status"] == "finished", done

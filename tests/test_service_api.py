@@ -116,10 +116,11 @@ def test_delete(api, tiny_worker):
 
 def test_options_become_the_config_the_worker_runs(api, tiny_worker):
     r = api.http.post("/v1/encode", json={"text": "cfg", "options": {"max_steps": 5, "arrangement": "pairs",
-                                                                     "seeds": 1, "lr": 0.02}})
+                                                                     "seeds": 1, "lr": 0.02, "margin": 0.5}})
     assert r.status_code == 202, r.text
     cfg = r.json()["config"]
     assert cfg["recipe"]["max_steps"] == 5 and cfg["recipe"]["lr"] == 0.02 and cfg["arrangement"] == "pairs"
+    assert cfg["recipe"]["margin"] == 0.5
     done = wait_job(api, r.json()["job_id"], 300, tiny_worker)
     emb = api.http.get(f"/v1/embeddings/{done['embedding_ids'][0]}").json()
     assert emb["arrangement"] == "pairs" and emb["steps"] <= 5
@@ -149,6 +150,7 @@ NOT_SERVED = "some-org/not-served-model"
      400, "malformed_json"),
     ("post", "/v1/encode", {"json": {"text": "a", "texts": ["b"]}}, 422, "invalid_request"),
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"max_steps": 0}}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"margin": -1}}}, 422, "invalid_request"),
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"bogus": 1}}}, 422, "invalid_request"),
     ("post", "/v1/encode", {"content": b'{"text": "a", "options": {"lr": NaN}}',
                             "headers": {"content-type": "application/json"}}, 422, "invalid_request"),
