@@ -3,7 +3,9 @@
 Each sentence is encoded in float32 and in bfloat16, with and without the recipe's margin.
 Its reference is the decode that `encode` verified (its own dtype, alone). It is then decoded
 from the vectors alone (no corrections) in other ways: alone again; in a batch of 4 and of
-32 with other encodings; with 1 thread instead of the default; in the other dtype. A *flip*
+32 with other encodings; with another thread count (1, or 2 when the run uses 1; on a shared
+2-core machine run it with PROTOTOK_THREADS=1: two busy OpenMP threads there spend most of
+their time waiting for each other); in the other dtype. A *flip*
 is a position whose argmax differs from the reference. `decode` catches flips in a batch
 (checksum, then the encoding again alone), so only flips that survive decoding alone, i.e.
 another thread count, dtype or machine, would reach a user as a `decode_mismatch` error.
@@ -50,6 +52,11 @@ def decodes(lm, enc: Encoding) -> bool:
     return True
 
 
+def other_threads(threads: int) -> int:
+    """The thread count to compare against: 1, or 2 when the run itself uses one thread."""
+    return 2 if threads == 1 else 1
+
+
 def conditions(lm, other_lm, encs: list[Encoding], threads: int) -> dict[str, list[int]]:
     """Flips per encoding under each way of decoding it."""
     ref = [raw_ids(lm, [x])[0] for x in encs]
@@ -60,8 +67,8 @@ def conditions(lm, other_lm, encs: list[Encoding], threads: int) -> dict[str, li
             others = [encs[(i + k) % len(encs)] for k in range(1, size)]
             got.append(flips(raw_ids(lm, [*others[: size // 2], x, *others[size // 2:]])[size // 2], ref[i]))
         out[f"batch-{size}"] = got
-    torch.set_num_threads(1)
-    out["1-thread"] = [flips(raw_ids(lm, [x])[0], r) for x, r in zip(encs, ref)]
+    torch.set_num_threads(other_threads(threads))
+    out["other-threads"] = [flips(raw_ids(lm, [x])[0], r) for x, r in zip(encs, ref)]
     torch.set_num_threads(threads)
     out["other-dtype"] = [flips(raw_ids(other_lm, [x])[0], r) for x, r in zip(encs, ref)]
     out["other-dtype-exact"] = [sum(decodes(other_lm, x) for x in encs)]
@@ -104,10 +111,12 @@ def main() -> None:
 def report(rows: list[dict], started: str) -> None:
     """Written after every group, so an interrupted run keeps what it measured."""
     cols = ["made_in", "margin", "lossless", "median_steps", "median_s", "min_margin", "alone", "batch-4",
-            "batch-32", "1-thread", "other-dtype", "other-dtype-exact"]
+            "batch-32", "other-threads", "other-dtype", "other-dtype-exact"]
     md = ("Flip cells read `positions in encodings` (vectors alone, against the reference decode). "
           "`other-dtype-exact`: encodings that `decode` still rebuilds exactly (with their corrections) "
-          "in the other dtype.\n\n" + table(rows, cols))
+          "in the other dtype. `other-threads`: decoded with "
+          f"{other_threads(torch.get_num_threads())} torch thread(s) instead of the run's "
+          f"{torch.get_num_threads()}.\n\n" + table(rows, cols))
     write("robustness", {"started": started, "machine": machine(), "rows": rows}, md, append=False)
 
 

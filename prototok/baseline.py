@@ -17,7 +17,7 @@ from transformers import DynamicCache
 
 from .models import LanguageModel
 from .optimize import init_vectors
-from .recipe import EncodeConfig
+from .recipe import EncodeConfig, Recipe
 
 
 class MemLayout:
@@ -41,6 +41,7 @@ class MemProblem:
     unit_of_row: torch.Tensor  # (R,)
     params: list[torch.Tensor] = field(default_factory=list)
     sink: torch.Tensor | None = None  # (d,) frozen, before [mem]
+    recipe: Recipe | None = None  # how fresh rows start (restarts)
 
     def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, MemLayout]:
         rows = rows.to(self.lm.device)
@@ -54,6 +55,10 @@ class MemProblem:
     def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         mem = self.mem_table[rows.to(self.lm.device)].detach().float().cpu()
         return [{"mem": mem[i].clone()} for i in range(len(rows))]
+
+    def restart_values(self, seeds: list[int]) -> list[torch.Tensor]:
+        r = self.recipe or Recipe()
+        return [torch.stack([init_vectors(self.lm, r, self.k, seed) for seed in seeds])]  # (len(seeds), k, d)
 
 
 def mem_problem(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig) -> MemProblem:
@@ -69,7 +74,7 @@ def mem_problem(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig) -> 
     rows = torch.arange(seeds * s)
     lengths = torch.tensor([len(seqs[r % s]) for r in rows.tolist()], device=lm.device)
     sink = lm.sink_embedding() if cfg.recipe.sink else None
-    return MemProblem(lm, k, mem, text.repeat(seeds, 1, 1), lengths, rows, [mem], sink)
+    return MemProblem(lm, k, mem, text.repeat(seeds, 1, 1), lengths, rows, [mem], sink, cfg.recipe)
 
 
 def with_sink(mem: torch.Tensor, sink: torch.Tensor | None) -> torch.Tensor:

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from .arrangements import BatchLayout
 from .models import LanguageModel
-from .recipe import Arrangement, EncodeConfig, Init, Method, Recipe, Schedule, ShareMode
+from .recipe import Arrangement, EncodeConfig, Init, Method, Recipe, ShareMode
+from .rowadam import RowAdamW, lr_factors
 
 
 @dataclass
@@ -66,6 +67,10 @@ class Problem(Protocol):
 
     def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]: ...
 
+    # Optional: fresh values of every param table's row for each seed (one tensor per param,
+    # len(seeds) x ...), for problems whose rows can start over (Recipe.restart_every).
+    # def restart_values(self, seeds: list[int]) -> list[torch.Tensor]: ...
+
 
 def init_vectors(lm: LanguageModel, recipe: Recipe, n: int, seed: int, init: Init | None = None) -> torch.Tensor:
     """(n, d) fresh vectors, reproducible from the seed alone (independent of batch layout)."""
@@ -88,6 +93,7 @@ class OneStepProblem:
     unit_of_row: torch.Tensor  # (R,)
     params: list[torch.Tensor] = field(default_factory=list)
     lr_scales: list[float] = field(default_factory=list)  # per param, times the recipe's lr (default 1)
+    recipe: Recipe | None = None  # how fresh rows start (restarts)
 
     def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]:
         rows = rows.to(self.lm.device)
@@ -103,6 +109,13 @@ class OneStepProblem:
         e = self.e_table[self.e_of_row[rows]].detach().float().cpu()
         m = self.m_table[self.m_of_row[rows]].detach().float().cpu()
         return [{"e": e[i].clone(), "m": m[i].clone()} for i in range(len(rows))]
+
+    def restart_values(self, seeds: list[int]) -> list[torch.Tensor]:
+        """Row inits as `one_step_problem` draws them, from other seeds."""
+        r = self.recipe or Recipe()
+        e = torch.cat([init_vectors(self.lm, r, 1, seed, r.init_e) for seed in seeds])
+        m = torch.cat([init_vectors(self.lm, r, 1, 10_000 + seed) for seed in seeds])
+        return [e, m][: len(self.params)]
 
 
 def one_step_problem(
@@ -141,7 +154,7 @@ def one_step_problem(
     layout = BatchLayout(cfg.arrangement, [len(seqs[i]) for i in seq_of_row.tolist()], lm.device, sink)
     dev = lm.device
     return OneStepProblem(lm, layout, e_table, m_table, e_of_row.to(dev), m_of_row.to(dev),
-                          unit_of_row, params, lr_scales)
+                          unit_of_row, params, lr_scales, recipe)
 
 
 def _group_table(row_vectors: torch.Tensor, group_of_row: torch.Tensor) -> torch.Tensor:
@@ -152,16 +165,8 @@ def _group_table(row_vectors: torch.Tensor, group_of_row: torch.Tensor) -> torch
 
 
 def lr_lambda(recipe: Recipe) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if recipe.warmup_steps and step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
-        if recipe.schedule is Schedule.CONSTANT:
-            return 1.0
-        span = max(1, recipe.max_steps - recipe.warmup_steps)
-        t = min(1.0, (step - recipe.warmup_steps) / span)
-        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return factor
+    """The schedule's lr multiplier at one step (the per-row form is `rowadam.lr_factors`)."""
+    return lambda step: float(lr_factors(recipe, torch.tensor([step]))[0])
 
 
 def optimize(
@@ -197,12 +202,11 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
     solved = torch.zeros(s, dtype=torch.bool)
     stop_step = torch.full((s,), recipe.max_steps)
     scales = getattr(problem, "lr_scales", None) or [1.0] * len(problem.params)
-    groups = [{"params": [p], "lr": recipe.lr * k} for p, k in zip(problem.params, scales)]
-    opt = torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
-                            weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
+    opt = RowAdamW(problem.params, scales, recipe)
     alive = torch.ones(len(member), dtype=torch.bool)  # (U,): restarts not yet dropped by halving
-    halving = recipe.halve_every > 0 and recipe.seeds > 1 and bool((member.sum(1) == 1).all())
+    one_row_units = bool((member.sum(1) == 1).all()) and len(member) == n_rows
+    halving = recipe.halve_every > 0 and recipe.seeds > 1 and one_row_units
+    restarts = _Restarts(problem, recipe, s) if recipe.restart_every and one_row_units else None
     for step in range(recipe.max_steps):
         active = (member & ~solved).any(1) & alive  # (U,): a unit trains while one of its seqs is unsolved
         if not active.any():
@@ -215,20 +219,46 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
         ce = (ce * sub.mask).sum(1) / sub.mask.sum(1)  # (A,) mean over real tokens
         with torch.no_grad():
             pred, acc, robust = judge(logits, tgt, sub.mask, recipe.margin)
-            best.update(problem, rows, units[rows], acc.cpu(), robust.cpu(), ce.detach().cpu(), pred.cpu())
+            seeds = restarts.seed[rows] if restarts else rows // s + recipe.seed
+            best.update(problem, rows, units[rows], acc.cpu(), robust.cpu(), ce.detach().cpu(), pred.cpu(), seeds)
             now = (member & (best.unit_robust >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
             stop_step[now & ~solved] = step + 1
             solved |= now
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         ce.sum().backward()  # sum: a row's gradient does not depend on the batch size
         opt.step()
-        sched.step()
         if halving and (step + 1) % recipe.halve_every == 0:
             halve(alive, units[rows], rows % s, robust.cpu(), acc.cpu(), ce.detach().cpu())
+        if restarts:
+            restarts.due(opt, rows, solved)
         if progress:
             progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s),
                               int(solved.sum()), best.per_seq_pred(s)))
-    return best.solutions(seqs, recipe, stop_step.tolist(), time.perf_counter() - start)
+    return best.solutions(seqs, stop_step.tolist(), time.perf_counter() - start)
+
+
+class _Restarts:
+    """Rows still unsolved `restart_every` steps after they (re)started begin again from fresh
+    vectors: a run that has stalled (one position that will not flip) rarely recovers, while a
+    fresh start usually solves the text in its first attempt. The best state of every attempt
+    is kept (`_Best`), so a restart can only help. Row r's attempt a uses seed
+    `recipe.seed + r // S + a * seeds`, so seeds never repeat between a text's rows."""
+
+    def __init__(self, problem: Problem, recipe: Recipe, n_seqs: int):
+        n_rows = len(problem.unit_of_row)
+        self.problem, self.recipe, self.s = problem, recipe, n_seqs
+        self.seed = torch.arange(n_rows) // n_seqs + recipe.seed  # (R,) seed of each row's current attempt
+        self.enabled = hasattr(problem, "restart_values") and all(p.shape[0] == n_rows for p in problem.params)
+
+    def due(self, opt: RowAdamW, rows: torch.Tensor, solved: torch.Tensor) -> None:
+        if not self.enabled:
+            return
+        age = opt.t[0].cpu()[rows]  # steps since each active row (re)started
+        late = rows[(age >= self.recipe.restart_every) & ~solved[rows % self.s]]
+        if len(late):
+            self.seed[late] += self.recipe.seeds
+            values = self.problem.restart_values(self.seed[late].tolist())
+            opt.restart(late.to(opt.t[0].device), values)
 
 
 def halve(alive: torch.Tensor, units: torch.Tensor, seq: torch.Tensor, robust: torch.Tensor,
@@ -278,11 +308,12 @@ class _Best:
         self.robust = torch.full((n_rows,), -1.0)
         self.loss = torch.full((n_rows,), math.inf)
         self.pred = torch.zeros((n_rows, width), dtype=torch.long)
+        self.seed = torch.zeros(n_rows, dtype=torch.long)  # seed of the attempt that made the best state
         self.vectors: list[dict[str, torch.Tensor] | None] = [None] * n_rows
         self.n_rows = n_rows
 
     def update(self, problem: Problem, rows: torch.Tensor, units: torch.Tensor, acc: torch.Tensor,
-               robust: torch.Tensor, loss: torch.Tensor, pred: torch.Tensor) -> None:
+               robust: torch.Tensor, loss: torch.Tensor, pred: torch.Tensor, seeds: torch.Tensor) -> None:
         n = len(self.unit_acc)
         count = torch.zeros(n).index_add_(0, units, torch.ones_like(acc)).clamp(min=1)
 
@@ -304,6 +335,7 @@ class _Best:
         r = rows[idx]
         self.acc[r], self.robust[r], self.loss[r] = acc[idx], robust[idx], loss[idx]
         self.pred[r, : pred.shape[1]] = pred[idx]
+        self.seed[r] = seeds[idx]
         for row, vec in zip(r.tolist(), problem.vectors(r)):
             self.vectors[row] = vec
 
@@ -317,8 +349,7 @@ class _Best:
         restart = torch.where(top, loss, torch.full_like(loss, math.inf)).argmin(0)  # (S,) lowest loss among them
         return self.pred[restart * s + torch.arange(s)]  # (S, width), a copy
 
-    def solutions(self, seqs: list[list[int]], recipe: Recipe, stop_step: list[int],
-                  seconds: float) -> list[Solution]:
+    def solutions(self, seqs: list[list[int]], stop_step: list[int], seconds: float) -> list[Solution]:
         s = len(seqs)
         out = []
         for q, seq in enumerate(seqs):
@@ -327,5 +358,5 @@ class _Best:
             pred = self.pred[r, : len(seq)].tolist()
             c = sum(int(a == b) for a, b in zip(pred, seq))
             out.append(Solution(self.vectors[r], pred, c, c / len(seq), float(self.loss[r]),
-                                int(stop_step[q]), recipe.seed + r // s, seconds))
+                                int(stop_step[q]), int(self.seed[r]), seconds))
         return out

@@ -82,6 +82,10 @@ class Recipe:
     # Successive halving of restarts: every this many steps each text keeps the better half of
     # its restarts (by accuracy, then loss), down to one; 0 = every restart runs to the end.
     halve_every: int = 0
+    # A restart still unsolved this many steps after it (re)started begins again from fresh
+    # vectors (the next seed), with its own warm-up and cosine over this many steps; the best
+    # state of all attempts is kept. 0 = never (the schedule then spans max_steps).
+    restart_every: int = 0
 
     def __post_init__(self) -> None:
         _coerce(self, init=Init, schedule=Schedule)
@@ -89,8 +93,8 @@ class Recipe:
             object.__setattr__(self, "init_e", Init(self.init_e))
         if self.max_steps < 1 or self.seeds < 1 or self.lr <= 0:
             raise ValueError("max_steps and seeds must be >= 1 and lr > 0")
-        if self.halve_every < 0:
-            raise ValueError("halve_every must be >= 0")
+        if self.halve_every < 0 or self.restart_every < 0:
+            raise ValueError("halve_every and restart_every must be >= 0")
         if not 0 <= self.margin < 100:
             raise ValueError("margin must be between 0 and 100 (nats)")
 
