@@ -215,8 +215,7 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
         logits, sub = problem.forward(rows)  # (A, Nmax, V)
         tgt = targets[rows.to(lm.device)][:, : logits.shape[1]]  # (A, Nmax)
         logits = logits.float()
-        ce = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")  # (A, Nmax)
-        ce = (ce * sub.mask).sum(1) / sub.mask.sum(1)  # (A,) mean over real tokens
+        ce = _loss(logits, tgt, sub.mask, recipe.loss_margin)  # (A,)
         with torch.no_grad():
             pred, acc, robust = judge(logits, tgt, sub.mask, recipe.margin)
             seeds = restarts.seed[rows] if restarts else rows // s + recipe.seed
@@ -235,6 +234,15 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
             progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s),
                               int(solved.sum()), best.per_seq_pred(s)))
     return best.solutions(seqs, stop_step.tolist(), time.perf_counter() - start)
+
+
+def _loss(logits: torch.Tensor, tgt: torch.Tensor, mask: torch.Tensor, margin: float) -> torch.Tensor:
+    """(A, N, V) float logits -> (A,) mean cross-entropy over real tokens, with the right token's
+    logit lowered by `margin` nats first (Recipe.loss_margin)."""
+    if margin:
+        logits = logits.scatter_add(-1, tgt[..., None], torch.full_like(logits[..., :1], -margin))
+    ce = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")  # (A, N)
+    return (ce * mask).sum(1) / mask.sum(1)
 
 
 class _Restarts:

@@ -86,6 +86,11 @@ class Recipe:
     # vectors (the next seed), with its own warm-up and cosine over this many steps; the best
     # state of all attempts is kept. 0 = never (the schedule then spans max_steps).
     restart_every: int = 0
+    # Cross-entropy on logits where the right token's is lowered by this many nats (additive-margin
+    # softmax): the loss keeps pushing a position until it leads its rivals by about this much,
+    # which is what the stop test asks for (`margin`), while plain CE (0) spends its gradient
+    # on positions that are already safe.
+    loss_margin: float = 0.0
 
     def __post_init__(self) -> None:
         _coerce(self, init=Init, schedule=Schedule)
@@ -95,8 +100,8 @@ class Recipe:
             raise ValueError("max_steps and seeds must be >= 1 and lr > 0")
         if self.halve_every < 0 or self.restart_every < 0:
             raise ValueError("halve_every and restart_every must be >= 0")
-        if not 0 <= self.margin < 100:
-            raise ValueError("margin must be between 0 and 100 (nats)")
+        if not (0 <= self.margin < 100 and 0 <= self.loss_margin < 100):
+            raise ValueError("margin and loss_margin must be between 0 and 100 (nats)")
 
     def with_(self, **changes: object) -> Recipe:
         """A copy with the given fields changed; None means keep."""

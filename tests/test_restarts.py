@@ -90,3 +90,21 @@ def test_encodings_made_with_restarts_decode_exactly(tiny, method):
     assert decode(tiny, [enc])[0].text == "restart me"
     [sol] = optimize(tiny, [[10, 20, 30]], EncodeConfig(recipe=recipe, method=method))
     assert sol.seed in (0, 1, 2)
+
+
+def test_loss_margin_lowers_the_right_logit_before_cross_entropy():
+    from prototok.optimize import _loss
+
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 5.0, 0.0]]])  # (1, 2, 3)
+    tgt, mask = torch.tensor([[0, 1]]), torch.tensor([[True, False]])
+    plain = _loss(logits, tgt, mask, 0.0)
+    shifted = _loss(logits, tgt, mask, 1.5)
+    expect = -torch.log_softmax(torch.tensor([0.5, 0.0, 0.0]), 0)[0]  # position 0 only (mask)
+    torch.testing.assert_close(shifted, expect[None])
+    assert shifted > plain
+
+
+def test_a_margin_loss_encoding_decodes_exactly(tiny):
+    recipe = TUNED.with_(max_steps=20, loss_margin=1.5, margin=0.0)
+    [enc] = encode_texts(tiny, ["margin loss"], EncodeConfig(recipe=recipe))
+    assert decode(tiny, [enc])[0].text == "margin loss" and enc.recipe["loss_margin"] == 1.5
