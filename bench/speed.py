@@ -164,13 +164,15 @@ def main() -> None:
     new.close()
 
 
-# Today's recipe with one lever at a time moved back to the old default (dtype, restarts+lr, margin).
-OLD_RECIPE = {"seeds": 4, "lr": 0.05, "margin": 0.0}
+# Today's recipe with one lever at a time moved back to the old default (dtype, restarts+lr,
+# margin, stalled-row restarts, margin loss).
+OLD_RECIPE = {"seeds": 4, "lr": 0.05, "margin": 0.0, "restart_every": 0, "loss_margin": 0.0}
 LEVERS = {
     "new code, old recipe, float32": (OLD_RECIPE, "float32"),
     "+ bfloat16 only": (OLD_RECIPE, "bfloat16"),
-    "+ 1 restart, lr 0.08 only (float32)": ({"margin": 0.0}, "float32"),
-    "new default without the margin": ({"margin": 0.0}, None),
+    "+ 1 restart, lr 0.08 only (float32)": ({"margin": 0.0, "restart_every": 0, "loss_margin": 0.0}, "float32"),
+    "new default without stalled-row restarts": ({"restart_every": 0}, None),
+    "new default without the margin loss": ({"loss_margin": 0.0}, None),
     "new default": ({}, None),
 }
 
