@@ -4,6 +4,7 @@ CPU pays for; steps alone are what a GPU with idle width pays for. Counts, not s
 numbers do not depend on the machine's load.
 
 Run: python -m bench.levers bfloat16 '{"name": {"seeds": 1, "lr": 0.08, "max_steps": 400}, ...}'
+     LEVERS_TEXTS=passages python -m bench.levers ...   # 16-token cuts of shipped passages 100-104
 Printed lines are collected by hand into bench/results/levers.md.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 import warnings
@@ -28,6 +30,16 @@ TEXTS = ["It is a truth universally acknowledged, that a single man in possessio
          "He counted the coins again, slowly, as if they might have multiplied in the night."]
 
 
+def held_out(lm) -> list[list[int]]:
+    """The six prose texts above (18 tokens), or tokens 40-56 of shipped passages 100-104
+    (LEVERS_TEXTS=passages): neither is a benchmark sentence, so the recipe is not tuned on them."""
+    if os.environ.get("LEVERS_TEXTS") == "passages":
+        from prototok.experiments.datasets import passages
+
+        return [tokenize_checked(lm, p["text"])[40:56] for p in passages()[100:105]]
+    return [tokenize_checked(lm, t)[:18] for t in TEXTS]
+
+
 def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -35,7 +47,7 @@ def main() -> None:
     opt = importlib.import_module("prototok.optimize")
     opt = sys.modules["prototok.optimize"]  # the module (prototok.optimize the name is the function)
     lm = load_model(dtype=dtype)
-    seqs = [tokenize_checked(lm, t)[:18] for t in TEXTS]
+    seqs = held_out(lm)
     count = [0]
     forward = opt.OneStepProblem.forward
 
