@@ -85,7 +85,7 @@ def encode_texts(
     for text, text_ids, ps in zip(texts, ids, pieces):
         sols = solutions[i : i + len(ps)]
         i += len(ps)
-        out.append(_encoding(lm, cfg, text, text_ids, ps, sols))
+        out.append(package(lm, cfg, text, text_ids, ps, sols))
     return out
 
 
@@ -106,7 +106,7 @@ def store_vectors(lm: LanguageModel, cfg: EncodeConfig,
     return st.unpack(stored, ("e", "m"), cfg.storage, cfg.rank, st.BASIS_SEED, lm.hidden_size), stored
 
 
-def _encoding(lm: LanguageModel, cfg: EncodeConfig, text: str, text_ids: list[int], pieces: list[list[int]],
+def package(lm: LanguageModel, cfg: EncodeConfig, text: str, text_ids: list[int], pieces: list[list[int]],
               sols: list[Solution]) -> Encoding:
     """Package solutions; corrections come from the decode path itself, then it is verified.
 
