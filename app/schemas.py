@@ -61,8 +61,9 @@ class EncodeOptions(Strict):
     chunk_tokens: StrictInt | None = Field(None, ge=1, le=4096, description="longer texts are split into chunks")
     sink: StrictBool | None = Field(None, description="a frozen BOS embedding before [e, m, ...] (tuned: on, paper: off)")
     storage: Literal["float32", "float16", "bfloat16", "int8"] | None = Field(
-        None, description="how the file stores e and m: float32 (default), float16, bfloat16, or int8 with a "
-        "per-vector scale; below float32 a few straight-through steps follow the optimisation")
+        None, description="how the file stores e and m: float32, float16, bfloat16, or int8 with a per-vector "
+        "scale; below float32 a few straight-through steps follow the optimisation. With neither storage nor "
+        "rank given, the server's default (PROTOTOK_STORAGE, PROTOTOK_RANK; float32 full vectors unless set)")
     rank: StrictInt | None = Field(None, ge=0, le=MAX_HIDDEN, description=(
         "optimise and store e and m as this many coefficients in a fixed basis (0 = full vectors); at most the "
         "model's hidden size (a job asking for more fails with invalid_input)"))
@@ -82,7 +83,14 @@ class EncodeOptions(Strict):
         steps = min(self.max_steps or base.max_steps, settings.max_steps_limit)
         recipe = base.with_(max_steps=steps, seeds=self.seeds, seed=self.seed, lr=self.lr, sink=self.sink,
                               margin=self.margin)
-        storage = COMPACT if self.compact else {"storage": self.storage, "rank": self.rank}
+        if self.compact:
+            storage = COMPACT
+        elif self.storage is None and self.rank is None:  # the server's default, where it applies
+            plain = self.method not in (None, Method.ONE_STEP) or self.share not in (None, "none")
+            storage = {"storage": "float32", "rank": 0} if plain else {"storage": settings.storage,
+                                                                        "rank": settings.rank}
+        else:
+            storage = {"storage": self.storage or "float32", "rank": self.rank or 0}
         return EncodeConfig(recipe=recipe).with_(
             arrangement=self.arrangement, method=self.method, share=self.share, group_size=self.group_size,
             chunk_tokens=self.chunk_tokens, **storage)

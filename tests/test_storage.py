@@ -144,3 +144,20 @@ def test_a_file_may_not_ask_for_a_huge_basis(tiny):
     meta = {**enc.metadata(), "storage": "int3"}
     with pytest.raises(CorruptEncoding, match="unknown storage"):
         Encoding.from_bytes(st_save(enc.tensors(), metadata={"prototok": json.dumps(meta)}))
+
+
+def test_the_services_default_storage_applies_where_a_request_names_none():
+    from app.schemas import EncodeOptions
+    from prototok.recipe import COMPACT
+    from prototok.settings import Settings
+
+    server = Settings(storage="int8", rank=16)
+    assert (EncodeOptions().to_config(Settings()).storage, EncodeOptions().to_config(Settings()).rank) == ("float32", 0)
+    got = EncodeOptions().to_config(server)
+    assert (got.storage, got.rank) == ("int8", 16)
+    got = EncodeOptions(storage="float16").to_config(server)  # a request that names one gets exactly that
+    assert (got.storage, got.rank) == ("float16", 0)
+    got = EncodeOptions(method="autoregressive").to_config(server)  # where storage options do not apply
+    assert (got.storage, got.rank) == ("float32", 0)
+    got = EncodeOptions(compact=True).to_config(Settings())
+    assert (got.storage, got.rank) == (COMPACT["storage"], COMPACT["rank"])
