@@ -42,17 +42,18 @@ def option(name: str) -> tuple[str, int]:
     return storage or "float32", int(rank)
 
 
-def encode_text(lm, text: str, names: list[str], kind: str, cfg: EncodeConfig) -> list[dict]:
+def encode_text(lm, text: str, names: list[str], kind: str, cfg: EncodeConfig, args) -> list[dict]:
     """One row per option, in the order given; each rank optimised once (see the module's doc)."""
     ids = tokenize_checked(lm, text)
     pieces = chunk(ids, chunk_size(lm, cfg))
     rows = {}
     for rank in dict.fromkeys(option(n)[1] for n in names):
         start = time.perf_counter()
-        sols = optimize(lm, pieces, cfg.with_(rank=rank))
+        budget = cfg.recipe.with_(max_steps=args.rank_max_steps) if rank else cfg.recipe
+        sols = optimize(lm, pieces, cfg.with_(rank=rank, recipe=budget))
         shared = time.perf_counter() - start
         for name in (n for n in names if option(n)[1] == rank):
-            mine = cfg.with_(storage=option(name)[0], rank=rank)
+            mine = cfg.with_(storage=option(name)[0], rank=rank, recipe=budget)
             start = time.perf_counter()
             done = straight_through_phase(lm, pieces, mine, sols, None) if mine.storage != "float32" else sols
             enc = package(lm, mine, text, ids, pieces, done)
@@ -102,7 +103,7 @@ def yardsticks(rows: list[dict], kind: str) -> str:
             f"({bpc['zstd_bytes']}).")
 
 
-def plot(rows: list[dict], names: list[str], model: str) -> None:
+def plot(rows: list[dict], names: list[str], model: str, name: str) -> None:
     """Bytes vs text length per option (vectors), with raw / gzip / zstd of the same texts as lines."""
     import matplotlib
 
@@ -113,12 +114,12 @@ def plot(rows: list[dict], names: list[str], model: str) -> None:
     texts = sorted({(r["text_bytes"], r["gzip_bytes"], r["zstd_bytes"]) for r in rows})
     for i, (label, style) in enumerate((("raw UTF-8", "k-"), ("gzip -9", "k--"), ("zstd -19", "k:"))):
         ax.plot([t[0] for t in texts], [t[i] for t in texts], style, label=label, linewidth=1.5)
-    for name in names:
-        mine = sorted((r["text_bytes"], r["vectors_bytes"], r["lossless"]) for r in rows if r["option"] == name)
+    for opt in names:
+        mine = sorted((r["text_bytes"], r["vectors_bytes"], r["lossless"]) for r in rows if r["option"] == opt)
         if mine:
             ok = sum(m[2] for m in mine)
             line, = ax.plot([m[0] for m in mine], [m[1] for m in mine], "-", alpha=0.6,
-                            label=f"{name} ({ok}/{len(mine)} lossless)")
+                            label=f"{opt} ({ok}/{len(mine)} lossless)")
             for x, y, lossless in mine:  # filled: the vectors alone rebuild the text; hollow: corrections needed
                 ax.plot([x], [y], "o", markersize=4, color=line.get_color(),
                         markerfacecolor=line.get_color() if lossless else "none")
@@ -128,7 +129,7 @@ def plot(rows: list[dict], names: list[str], model: str) -> None:
     ax.set_title(f"{model}: stored vectors per option vs. the text compressed", fontsize=10)
     ax.legend(fontsize=7, ncol=2, loc="best")
     fig.tight_layout()
-    fig.savefig(RESULTS / "size.png", dpi=110)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
     plt.close(fig)
 
 
@@ -143,12 +144,14 @@ def report(lm, rows: list[dict], names: list[str], args, done: bool) -> None:
            "`median_s`: encode seconds (the rank's shared optimisation plus this option's straight-through steps, "
            "reference decode and verification: what encode_texts takes with this option); `time_vs_float32`: "
            "median_s over float32's median_s, on the same texts in the same run.\n\n")
-    md += f"Model {lm.name} in {lm.dtype}, recipe `{args.recipe}`{'' if done else '; run not finished'}.\n\n"
-    md += "![bytes vs text length](size.png)\n\nPer encoding:\n\n" + table(rows, list(rows[0]))
-    write("size", {"started": args.started, "machine": machine(), "model": lm.name, "dtype": str(lm.dtype),
+    caps = f", low-rank options capped at {args.rank_max_steps} steps" if args.rank_max_steps else ""
+    md += (f"Model {lm.name} in {lm.dtype}, recipe `{args.recipe}`{caps}"
+           f"{'' if done else '; run not finished'}.\n\n")
+    md += f"![bytes vs text length]({args.name}.png)\n\nPer encoding:\n\n" + table(rows, list(rows[0]))
+    write(args.name, {"started": args.started, "machine": machine(), "model": lm.name, "dtype": str(lm.dtype),
                    "recipe": RECIPES[args.recipe].to_dict(), "options": names, "rows": rows, "finished": done},
           md, append=False)
-    plot(rows, names, lm.name)
+    plot(rows, names, lm.name, args.name)
 
 
 def main() -> None:
@@ -160,6 +163,8 @@ def main() -> None:
     ap.add_argument("--passages", type=int, nargs="*", default=[], help="also prose passages of these token counts")
     ap.add_argument("--passage-texts", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--rank-max-steps", type=int, default=None, help="a smaller step budget for low-rank options")
+    ap.add_argument("--name", default="size", help="results file name under bench/results/")
     args = ap.parse_args()
     args.started = machine()["date"]
     lm = load_model(args.model)
@@ -169,7 +174,7 @@ def main() -> None:
         work += [(f"passages of ~{n} tokens", t) for t in texts_of_about(lm, 10 + args.passage_texts, n)[10:]]
     rows: list[dict] = []
     for kind, text in work:
-        rows += encode_text(lm, text, args.options, kind, cfg)
+        rows += encode_text(lm, text, args.options, kind, cfg, args)
         print(*rows[-len(args.options):], sep="\n", flush=True)
         report(lm, rows, args.options, args, done=False)
     report(lm, rows, args.options, args, done=True)
