@@ -121,6 +121,8 @@ class Encoding:
         try:
             storage, rank = str(meta.get("storage", "float32")), int(meta.get("rank", 0))
             st.check_storage(storage, rank, int(meta["hidden_size"]))
+            if not 0 <= int(meta.get("basis_seed", 0)) < 2**63:
+                raise ValueError("basis_seed must be in [0, 2**63)")
             size = meta.get("size")
             if size is not None and not (isinstance(size, dict) and all(isinstance(v, (int, float))
                                                                          for v in size.values())):

@@ -141,6 +141,9 @@ def test_a_file_may_not_ask_for_a_huge_basis(tiny):
     meta = {**enc.metadata(), "hidden_size": 10**6, "rank": 8}
     with pytest.raises(CorruptEncoding):
         Encoding.from_bytes(st_save(enc.tensors(), metadata={"prototok": json.dumps(meta)}))
+    meta = {**enc.metadata(), "basis_seed": 2**70}
+    with pytest.raises(CorruptEncoding, match="basis_seed"):
+        Encoding.from_bytes(st_save(enc.tensors(), metadata={"prototok": json.dumps(meta)}))
     meta = {**enc.metadata(), "storage": "int3"}
     with pytest.raises(CorruptEncoding, match="unknown storage"):
         Encoding.from_bytes(st_save(enc.tensors(), metadata={"prototok": json.dumps(meta)}))
