@@ -25,8 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from prototok.recipe import RECIPES, Arrangement, EncodeConfig, Method
+from prototok.recipe import COMPACT, RECIPES, Arrangement, EncodeConfig, Method
 from prototok.settings import Settings
+from prototok.storage import MAX_HIDDEN
 
 EXAMPLE_TEXT = "The quick brown fox jumps over the lazy dog."
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -59,6 +60,22 @@ class EncodeOptions(Strict):
                                          description="texts per sharing group; 0 = the whole batch")
     chunk_tokens: StrictInt | None = Field(None, ge=1, le=4096, description="longer texts are split into chunks")
     sink: StrictBool | None = Field(None, description="a frozen BOS embedding before [e, m, ...] (tuned: on, paper: off)")
+    storage: Literal["float32", "float16", "bfloat16", "int8"] | None = Field(
+        None, description="how the file stores e and m: float32, float16, bfloat16, or int8 with a per-vector "
+        "scale; below float32 a few straight-through steps follow the optimisation. With neither storage nor "
+        "rank given, the server's default (PROTOTOK_STORAGE, PROTOTOK_RANK; float32 full vectors unless set)")
+    rank: StrictInt | None = Field(None, ge=0, le=MAX_HIDDEN, description=(
+        "optimise and store e and m as this many coefficients in a fixed basis (0 = full vectors); at most the "
+        "model's hidden size (a job asking for more fails with invalid_input)"))
+    compact: StrictBool | None = Field(None, description=(
+        f"the smallest storage the size benchmark found to keep sentences lossless ({COMPACT}); "
+        "not together with storage or rank"))
+
+    @model_validator(mode="after")
+    def _compact_alone(self) -> EncodeOptions:
+        if self.compact and (self.storage is not None or self.rank is not None):
+            raise ValueError("give compact or storage/rank, not both")
+        return self
 
     def to_config(self, settings: Settings) -> EncodeConfig:
         """The exact config a worker will run, with the step budget capped."""
@@ -66,9 +83,17 @@ class EncodeOptions(Strict):
         steps = min(self.max_steps or base.max_steps, settings.max_steps_limit)
         recipe = base.with_(max_steps=steps, seeds=self.seeds, seed=self.seed, lr=self.lr, sink=self.sink,
                               margin=self.margin)
+        if self.compact:
+            storage = COMPACT
+        elif self.storage is None and self.rank is None:  # the server's default, where it applies
+            plain = self.method not in (None, Method.ONE_STEP) or self.share not in (None, "none")
+            storage = {"storage": "float32", "rank": 0} if plain else {"storage": settings.storage,
+                                                                        "rank": settings.rank}
+        else:
+            storage = {"storage": self.storage or "float32", "rank": self.rank or 0}
         return EncodeConfig(recipe=recipe).with_(
             arrangement=self.arrangement, method=self.method, share=self.share, group_size=self.group_size,
-            chunk_tokens=self.chunk_tokens)
+            chunk_tokens=self.chunk_tokens, **storage)
 
 
 def _no_default(schema: dict) -> None:
@@ -149,6 +174,8 @@ class JobView(BaseModel):
     model: str | None = None
     progress: Progress
     embedding_ids: list[str] | None = None
+    sizes: dict[str, dict[str, float]] | None = Field(None, description=(
+        "finished: what each embedding weighs, by id (the `size` of GET /v1/embeddings/{id})"))
     error: str | None = Field(None, description="why it failed, for people")
     error_code: str | None = Field(None, description="why it failed, stable: invalid_input, worker_died, job_timeout, "
                                                    "canceled, ...")
@@ -184,11 +211,15 @@ class EmbeddingView(BaseModel):
     sha256: str = Field(description="checksum of the stored .safetensors bytes")
     vectors: dict[str, list] = Field(description="e and m as (chunks, hidden_size) lists; mem for autoregressive")
     dtype: str | None = Field(None, description="how the file stores the vectors (float32, ...), when it says")
+    storage: str = Field("float32", description="float32 | float16 | bfloat16 | int8: the precision the file "
+                         "stores e and m in (`vectors` holds what they decode as)")
+    rank: int = Field(0, description="e and m are stored as this many coefficients in a fixed basis; 0: full")
     compute_dtype: str | None = Field(None, description="the model's dtype when it was encoded; decoding uses it")
     min_margin: float | None = Field(None, description="smallest lead (nats) of a right token in the verified decode")
     size: dict[str, float] | None = Field(None, description=(
-        "sizes the encoding records, when it does: vectors_bytes, file_bytes, text_bytes, gzip_bytes, "
-        "zstd_bytes, bits_per_char"))
+        "what the encoding weighs (recorded at encode time; null for files from before): vectors_bytes (the "
+        "stored vectors), file_bytes (the whole .safetensors file), text_bytes (the UTF-8 text), gzip_bytes and "
+        "zstd_bytes (the text at gzip -9 / zstd -19), bits_per_char and bits_per_token (of the vectors)"))
 
 
 class TextView(BaseModel):

@@ -117,6 +117,12 @@ def encode(
     chunk_tokens: int = typer.Option(64, min=1, help="Longer texts are split into chunks of this many tokens."),
     sink: bool | None = typer.Option(None, "--sink/--no-sink",
                                      help="Frozen BOS embedding before [e, m, ...] (default: the recipe's)."),
+    storage: str | None = typer.Option(None, help="How the file stores e and m: float32 (default) | float16 | "
+                                                   "bfloat16 | int8 (per-vector scale)."),
+    rank: int | None = typer.Option(None, help="Optimise and store e and m as this many coefficients in a fixed "
+                                               "basis (0 = full vectors)."),
+    compact: bool = typer.Option(False, "--compact", help="The smallest storage the size benchmark found to keep "
+                                                          "sentences lossless (see README)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
@@ -128,9 +134,12 @@ def encode(
     body = _read_text(text, file)
     if recipe not in RECIPES:
         raise InvalidInput(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
+    if compact and (storage is not None or rank is not None):
+        raise InvalidInput("give --compact or --storage/--rank, not both")
     options = {"recipe": recipe, "max_steps": max_steps, "seeds": seeds, "lr": lr, "margin": margin,
                "arrangement": arrangement,
-               "method": method, "chunk_tokens": chunk_tokens, "sink": sink}
+               "method": method, "chunk_tokens": chunk_tokens, "sink": sink, "storage": storage, "rank": rank,
+               "compact": compact or None}
     if server:
         summary = _encode_on_server(server, api_key, body, model, options, out)
     else:
@@ -141,19 +150,25 @@ def encode(
         typer.echo(f"{out}: {summary['c_tokens']}/{summary['n_tokens']} tokens from the proto-tokens alone "
                    f"(accuracy {summary['accuracy']:.3f}), {summary['corrections']} corrections, "
                    f"{summary['steps']} steps, {summary['seconds']:.1f} s, H_LM {summary['h_lm']:.1f} nats")
+        if summary.get("size"):
+            s = summary["size"]
+            typer.echo(f"size: vectors {s['vectors_bytes']} B ({s['bits_per_char']:.1f} bits/char), file "
+                       f"{s['file_bytes']} B; the text: {s['text_bytes']} B, gzip -9 {s['gzip_bytes']} B, "
+                       f"zstd -19 {s['zstd_bytes']} B")
 
 
 def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict:
     from .codec import encode_texts
     from .errors import InvalidInput
     from .models import load_model
-    from .recipe import RECIPES, EncodeConfig
+    from .recipe import COMPACT, RECIPES, EncodeConfig
 
     o = options
     try:
         cfg = EncodeConfig(recipe=RECIPES[o["recipe"]].with_(max_steps=o["max_steps"], seeds=o["seeds"], lr=o["lr"],
                                                              sink=o["sink"], margin=o["margin"]),
                            arrangement=o["arrangement"], method=o["method"], chunk_tokens=o["chunk_tokens"])
+        cfg = cfg.with_(**COMPACT) if o["compact"] else cfg.with_(storage=o["storage"], rank=o["rank"])
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
     _quiet_libraries()
@@ -165,7 +180,7 @@ def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict
     return {"out": str(out), "model": enc.model, "n_tokens": enc.n_tokens, "chunks": len(enc.lengths),
             "accuracy": enc.accuracy, "c_tokens": enc.c_tokens, "h_lm": enc.h_lm, "steps": enc.steps,
             "seconds": enc.seconds, "corrections": enc.n_corrections, "dtype": enc.compute_dtype,
-            "min_margin": enc.min_margin}
+            "min_margin": enc.min_margin, "storage": enc.storage, "rank": enc.rank, "size": enc.size}
 
 
 def _encode_on_server(url: str, api_key: str | None, body: str, model: str | None, options: dict,
@@ -182,7 +197,8 @@ def _encode_on_server(url: str, api_key: str | None, body: str, model: str | Non
     return {"out": str(out), "model": emb["model"], "n_tokens": emb["length"], "chunks": len(emb["lengths"]),
             "accuracy": emb["accuracy"], "c_tokens": emb["c_tokens"], "h_lm": emb["h_lm"], "steps": emb["steps"],
             "seconds": emb["seconds"], "corrections": emb["corrections"], "dtype": emb.get("compute_dtype"),
-            "min_margin": emb.get("min_margin")}
+            "min_margin": emb.get("min_margin"), "storage": emb.get("storage", "float32"), "rank": emb.get("rank", 0),
+            "size": emb.get("size")}
 
 
 @app.command()

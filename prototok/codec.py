@@ -20,6 +20,7 @@ from itertools import chain
 
 import torch
 
+from . import storage as st
 from .arrangements import BatchLayout
 from .baseline import generate
 from .encoding import Encoding, ids_digest, validate_vectors
@@ -69,6 +70,10 @@ def encode_texts(
 ) -> list[Encoding]:
     """Optimise proto-tokens for many texts at once; every chunk of every text is one batch row."""
     cfg = cfg or EncodeConfig()
+    try:
+        st.check_storage(cfg.storage, cfg.rank, lm.hidden_size)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
     ids = [tokenize_checked(lm, t) for t in texts]
     size = chunk_size(lm, cfg)
     pieces = [chunk(x, size) for x in ids]
@@ -77,10 +82,10 @@ def encode_texts(
     for start in range(0, len(flat), _batch_seqs(cfg, size)):
         solutions += optimize(lm, flat[start : start + _batch_seqs(cfg, size)], cfg, frozen_m, progress)
     out, i = [], 0
-    for text_ids, ps in zip(ids, pieces):
+    for text, text_ids, ps in zip(texts, ids, pieces):
         sols = solutions[i : i + len(ps)]
         i += len(ps)
-        out.append(_encoding(lm, cfg, text_ids, ps, sols))
+        out.append(package(lm, cfg, text, text_ids, ps, sols))
     return out
 
 
@@ -91,7 +96,17 @@ def _batch_seqs(cfg: EncodeConfig, size: int) -> int:
     return max(1, cfg.max_batch_rows // cfg.recipe.seeds)
 
 
-def _encoding(lm: LanguageModel, cfg: EncodeConfig, text_ids: list[int], pieces: list[list[int]],
+def store_vectors(lm: LanguageModel, cfg: EncodeConfig,
+                  rows: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """(vectors decode will see, tensors the file holds) for the optimiser's rows: rounded to the
+    storage and rebuilt from the basis exactly as a file's reader does (storage.unpack)."""
+    if cfg.plain:
+        return rows, None
+    stored = st.pack(rows, cfg.storage)
+    return st.unpack(stored, ("e", "m"), cfg.storage, cfg.rank, st.BASIS_SEED, lm.hidden_size), stored
+
+
+def package(lm: LanguageModel, cfg: EncodeConfig, text: str, text_ids: list[int], pieces: list[list[int]],
               sols: list[Solution]) -> Encoding:
     """Package solutions; corrections come from the decode path itself, then it is verified.
 
@@ -100,7 +115,8 @@ def _encoding(lm: LanguageModel, cfg: EncodeConfig, text_ids: list[int], pieces:
     So the reference is that decode, and an encoding that does not rebuild its own text
     through it is never returned.
     """
-    vectors = {name: torch.stack([s.vectors[name] for s in sols]) for name in sols[0].vectors}
+    rows = {name: torch.stack([s.vectors[name] for s in sols]) for name in sols[0].vectors}
+    vectors, stored = store_vectors(lm, cfg, rows)
     raw, gap = reference_decode(lm, cfg.method, cfg.arrangement, cfg.recipe.sink, vectors, pieces)
     corrections = [[(p, t) for p, (a, t) in enumerate(zip(r, q)) if a != t] for r, q in zip(raw, pieces)]
     enc = Encoding(
@@ -110,8 +126,10 @@ def _encoding(lm: LanguageModel, cfg: EncodeConfig, text_ids: list[int], pieces:
         h_lm=sum(h_lm(lm, q) for q in pieces), steps=max(s.steps for s in sols),
         seconds=max(s.seconds for s in sols), seeds=[s.seed for s in sols], ids_sha256=ids_digest(text_ids),
         share=cfg.share.value, recipe=cfg.recipe.to_dict(), sink=cfg.recipe.sink,
-        compute_dtype=dtype_name(lm.dtype), min_margin=gap,
+        compute_dtype=dtype_name(lm.dtype), min_margin=gap, storage=cfg.storage, rank=cfg.rank,
+        basis_seed=st.BASIS_SEED if cfg.rank else 0, stored=stored,
     )
+    enc.weigh(text)
     decode(lm, [enc])  # raises DecodeMismatch rather than hand out an encoding that does not decode
     return enc
 

@@ -7,18 +7,21 @@ and `safetensors` tools can read it. The same bytes are what the service stores.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from . import storage as st
 from .errors import BadVectors, CorruptEncoding, PrototokError, TooManyTokens
 from .recipe import Arrangement, Method
+from .size import size_report, tensor_bytes
 
 FORMAT_VERSION = 1
 META_KEY = "prototok"
@@ -55,6 +58,16 @@ class Encoding:
     compute_dtype: str | None = None
     min_margin: float | None = None  # smallest lead (nats) of a right token in the reference decode
     format_version: int = FORMAT_VERSION
+    # How the file holds e and m (prototok/storage.py): precision, and rank coefficients in the basis
+    # drawn from basis_seed (rank 0: full vectors). Files from before these were recorded are float32, rank 0.
+    storage: str = "float32"
+    rank: int = 0
+    basis_seed: int = 0
+    # What it weighs (prototok/size.py); None for files from before it was recorded.
+    size: dict | None = None
+    # The tensors as the file holds them (int8 + scales, coefficients, ...); None: `vectors` in float32.
+    # `vectors` is always what they unpack to, i.e. what decode sees.
+    stored: dict[str, torch.Tensor] | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -69,16 +82,36 @@ class Encoding:
         return sum(len(c) for c in self.corrections)
 
     def metadata(self) -> dict:
-        """Everything but the vectors, JSON-ready."""
-        meta = {k: v for k, v in asdict(self).items() if k != "vectors"}
+        """Everything but the tensors, JSON-ready."""
+        meta = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in ("vectors", "stored")}
+        meta["corrections"] = [[list(pt) for pt in c] for c in self.corrections]
         meta["method"], meta["arrangement"] = self.method.value, self.arrangement.value
-        meta["dtype"] = "float32"
+        meta["dtype"] = self.storage  # how the file stores the vectors
         meta.update(n_tokens=self.n_tokens, accuracy=self.accuracy, n_corrections=self.n_corrections)
         return meta
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What the file holds: the stored tensors, or the vectors in float32."""
+        if self.stored is not None:
+            return self.stored
+        if not st.is_plain(self.storage, self.rank):
+            raise ValueError("an encoding with storage options needs its stored tensors (codec.store_vectors)")
+        return {k: v.detach().float().contiguous().cpu() for k, v in self.vectors.items()}
+
     def to_bytes(self) -> bytes:
-        tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.vectors.items()}
-        return st_save(tensors, metadata={META_KEY: json.dumps(self.metadata())})
+        return st_save(self.tensors(), metadata={META_KEY: json.dumps(self.metadata())})
+
+    def weigh(self, text: str) -> None:
+        """Record `size` for this text; file_bytes is the file's own length, size included
+        (the length is monotone in its own digits, so iterating from 0 reaches the fixed point)."""
+        file_bytes = 0
+        for _ in range(16):
+            self.size = size_report(text, self.n_tokens, tensor_bytes(self.tensors()), file_bytes)
+            n = len(self.to_bytes())
+            if n == file_bytes:
+                return
+            file_bytes = n
+        raise RuntimeError("file size did not settle")  # unreachable: see the docstring
 
     @classmethod
     def from_bytes(cls, blob: bytes, max_tokens: int | None = None) -> Encoding:
@@ -86,6 +119,14 @@ class Encoding:
         judged from the JSON header before any tensor or list is built from it."""
         meta, tensors = _parse(blob, max_tokens)
         try:
+            storage, rank = str(meta.get("storage", "float32")), int(meta.get("rank", 0))
+            st.check_storage(storage, rank, int(meta["hidden_size"]))
+            if not 0 <= int(meta.get("basis_seed", 0)) < 2**63:
+                raise ValueError("basis_seed must be in [0, 2**63)")
+            size = meta.get("size")
+            if size is not None and not (isinstance(size, dict) and all(isinstance(v, (int, float))
+                                                                         for v in size.values())):
+                raise ValueError("size must be an object of numbers")
             enc = cls(
                 model=meta["model"], tokenizer_fingerprint=meta["tokenizer_fingerprint"],
                 hidden_size=int(meta["hidden_size"]), method=Method(meta["method"]),
@@ -98,9 +139,12 @@ class Encoding:
                 recipe=meta.get("recipe", {}), format_version=int(meta.get("format_version", 1)),
                 compute_dtype=_optional(meta.get("compute_dtype"), str),
                 min_margin=_optional(meta.get("min_margin"), float),
+                storage=storage, rank=rank, basis_seed=int(meta.get("basis_seed", 0)), size=size,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptEncoding(f"encoding metadata is incomplete or malformed: {exc}") from exc
+        if not st.is_plain(storage, rank):
+            _unpack_into(enc, tensors)
         validate_vectors(enc)
         return enc
 
@@ -113,6 +157,16 @@ class Encoding:
         if not p.is_file():
             raise CorruptEncoding(f"no such file: {p}")
         return cls.from_bytes(p.read_bytes())
+
+
+def _unpack_into(enc: Encoding, tensors: dict[str, torch.Tensor]) -> None:
+    """A file with storage options: check its tensors, keep them, and rebuild e and m from them."""
+    if enc.method is not Method.ONE_STEP:
+        raise CorruptEncoding("storage options are for one-step encodings only")
+    names = ("e", "m")
+    st.check_stored(tensors, names, enc.storage, enc.rank, len(enc.lengths), enc.hidden_size)
+    enc.stored = tensors
+    enc.vectors = st.unpack(tensors, names, enc.storage, enc.rank, enc.basis_seed, enc.hidden_size)
 
 
 def _optional(value: object, kind: type) -> object:

@@ -20,9 +20,10 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from . import storage as st
 from .arrangements import BatchLayout
 from .models import LanguageModel
-from .recipe import Arrangement, EncodeConfig, Init, Method, Recipe, ShareMode
+from .recipe import Arrangement, EncodeConfig, Init, Method, Recipe, Schedule, ShareMode
 from .rowadam import RowAdamW, lr_factors
 
 
@@ -72,12 +73,16 @@ class Problem(Protocol):
     # def restart_values(self, seeds: list[int]) -> list[torch.Tensor]: ...
 
 
-def init_vectors(lm: LanguageModel, recipe: Recipe, n: int, seed: int, init: Init | None = None) -> torch.Tensor:
-    """(n, d) fresh vectors, reproducible from the seed alone (independent of batch layout)."""
+def init_vectors(lm: LanguageModel, recipe: Recipe, n: int, seed: int, init: Init | None = None,
+                 width: int | None = None) -> torch.Tensor:
+    """(n, width or d) fresh vectors, reproducible from the seed alone (independent of batch layout).
+
+    Low-rank coefficients take the same std: the basis (storage.basis) maps coefficients of a
+    scale to vectors of that scale."""
     init = init or recipe.init
     std = recipe.init_scale * (lm.embedding_std if init is Init.EMBEDDING else 1.0)
     gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, lm.hidden_size, generator=gen) * std).to(lm.device)
+    return (torch.randn(n, width or lm.hidden_size, generator=gen) * std).to(lm.device)
 
 
 @dataclass
@@ -93,13 +98,20 @@ class OneStepProblem:
     unit_of_row: torch.Tensor  # (R,)
     params: list[torch.Tensor] = field(default_factory=list)
     lr_scales: list[float] = field(default_factory=list)  # per param, times the recipe's lr (default 1)
+    basis: torch.Tensor | None = None  # (r, d): the tables hold r coefficients per vector (low rank)
+    storage: str = "float32"  # the forward pass sees the stored value of each row (straight-through)
     recipe: Recipe | None = None  # how fresh rows start (restarts)
+
+    def vector(self, rows: torch.Tensor) -> torch.Tensor:
+        """Table rows (A, w) -> the input vectors (A, d) the model sees."""
+        x = st.straight_through(rows, self.storage)
+        return x @ self.basis if self.basis is not None else x
 
     def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]:
         rows = rows.to(self.lm.device)
         sub = self.layout.subset(rows)
-        e = self.e_table[self.e_of_row[rows]]  # (A, d)
-        m = self.m_table[self.m_of_row[rows]]  # (A, d)
+        e = self.vector(self.e_table[self.e_of_row[rows]])  # (A, d)
+        m = self.vector(self.m_table[self.m_of_row[rows]])  # (A, d)
         z = sub.inputs(e, m).to(self.lm.dtype)  # (A, L, d)
         logits = self.lm.model(inputs_embeds=z).logits  # (A, L, V)
         return sub.target_logits(logits), sub  # (A, Nmax, V)
@@ -113,15 +125,19 @@ class OneStepProblem:
     def restart_values(self, seeds: list[int]) -> list[torch.Tensor]:
         """Row inits as `one_step_problem` draws them, from other seeds."""
         r = self.recipe or Recipe()
-        e = torch.cat([init_vectors(self.lm, r, 1, seed, r.init_e) for seed in seeds])
-        m = torch.cat([init_vectors(self.lm, r, 1, 10_000 + seed) for seed in seeds])
+        w = self.e_table.shape[1]  # d, or the rank of low-rank coefficients
+        e = torch.cat([init_vectors(self.lm, r, 1, seed, r.init_e, w) for seed in seeds])
+        m = torch.cat([init_vectors(self.lm, r, 1, 10_000 + seed, None, w) for seed in seeds])
         return [e, m][: len(self.params)]
 
 
 def one_step_problem(
-    lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, frozen_m: torch.Tensor | None
+    lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, frozen_m: torch.Tensor | None,
+    storage: str = "float32",
 ) -> OneStepProblem:
+    """`storage`: what the forward pass rounds each row to (the straight-through phase)."""
     recipe, share = cfg.recipe, cfg.share
+    width = cfg.rank or lm.hidden_size
     s, k = len(seqs), recipe.seeds
     g = cfg.group_size or s
     n_groups = math.ceil(s / g)
@@ -129,8 +145,8 @@ def one_step_problem(
     seed_of_row, seq_of_row = rows // s, rows % s
     group_of_row = seed_of_row * n_groups + seq_of_row // g  # a group's shared vector is per restart
     # e's position alone predicts t1 (E_MN1): it may need another scale than m, hence init_e.
-    e_rows = torch.cat([init_vectors(lm, recipe, s, recipe.seed + i, recipe.init_e) for i in range(k)])  # (k*s, d)
-    m_rows = torch.cat([init_vectors(lm, recipe, s, 10_000 + recipe.seed + i) for i in range(k)])  # (k*s, d)
+    e_rows = torch.cat([init_vectors(lm, recipe, s, recipe.seed + i, recipe.init_e, width) for i in range(k)])
+    m_rows = torch.cat([init_vectors(lm, recipe, s, 10_000 + recipe.seed + i, None, width) for i in range(k)])
     if share is ShareMode.SHARED_E:
         e_table, e_of_row = _group_table(e_rows, group_of_row), group_of_row
     else:
@@ -153,8 +169,9 @@ def one_step_problem(
     sink = lm.sink_embedding() if recipe.sink else None
     layout = BatchLayout(cfg.arrangement, [len(seqs[i]) for i in seq_of_row.tolist()], lm.device, sink)
     dev = lm.device
+    basis = st.basis(st.BASIS_SEED, cfg.rank, lm.hidden_size).to(dev) if cfg.rank else None
     return OneStepProblem(lm, layout, e_table, m_table, e_of_row.to(dev), m_of_row.to(dev),
-                          unit_of_row, params, lr_scales, recipe)
+                          unit_of_row, params, lr_scales, basis, storage, recipe)
 
 
 def _group_table(row_vectors: torch.Tensor, group_of_row: torch.Tensor) -> torch.Tensor:
@@ -182,8 +199,35 @@ def optimize(
 
         problem: Problem = mem_problem(lm, seqs, cfg)
     else:
+        if cfg.rank > lm.hidden_size:
+            raise ValueError(f"rank {cfg.rank} is larger than the model's hidden size {lm.hidden_size}")
         problem = one_step_problem(lm, seqs, cfg, frozen_m)
-    return _run(lm, problem, seqs, cfg.recipe, progress)
+    sols = _run(lm, problem, seqs, cfg.recipe, progress)
+    if cfg.storage != "float32" and cfg.recipe.ste_steps > 0:
+        sols = straight_through_phase(lm, seqs, cfg, sols, progress)
+    return sols
+
+
+def straight_through_phase(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, sols: list[Solution],
+                           progress: ProgressFn | None) -> list[Solution]:
+    """Polish the best float vectors with the stored (rounded) value in the forward pass.
+
+    Starts from each sequence's best vectors at the schedule's final learning rate; a sequence
+    whose rounded vectors already reach the margin costs one step. The best state is judged on
+    the rounded values, so the result never decodes worse than plain rounding would. Corrections
+    and the checksum still come from the decode of the stored vectors (codec), whatever this finds.
+    """
+    r = cfg.recipe
+    ste = r.with_(max_steps=r.ste_steps, seeds=1, lr=r.lr * r.min_lr_ratio, warmup_steps=0,
+                  schedule=Schedule.CONSTANT, halve_every=0, restart_every=0)
+    problem = one_step_problem(lm, seqs, cfg.with_(recipe=ste), None, cfg.storage)
+    with torch.no_grad():
+        problem.e_table.copy_(torch.stack([s.vectors["e"] for s in sols]).to(lm.device))
+        problem.m_table.copy_(torch.stack([s.vectors["m"] for s in sols]).to(lm.device))
+    out = _run(lm, problem, seqs, ste, progress)
+    for new, old in zip(out, sols):
+        new.steps, new.seconds, new.seed = old.steps + new.steps, old.seconds + new.seconds, old.seed
+    return out
 
 
 def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,

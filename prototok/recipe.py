@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
+from .storage import check_storage, is_plain
+
 
 class Arrangement(str, Enum):
     """How the two proto-tokens e and m fill an input of length N (paper, Table 1)."""
@@ -91,6 +93,10 @@ class Recipe:
     # which is what the stop test asks for (`margin`), while plain CE (0) spends its gradient
     # on positions that are already safe.
     loss_margin: float = 0.0
+    # With a storage below float32 (EncodeConfig.storage): after the normal optimisation, up to this
+    # many straight-through steps at the schedule's final lr (lr x min_lr_ratio), the stored value in the
+    # forward pass, so the stored vectors decode without corrections where possible. 0 = none.
+    ste_steps: int = 100
 
     def __post_init__(self) -> None:
         _coerce(self, init=Init, schedule=Schedule)
@@ -98,8 +104,8 @@ class Recipe:
             object.__setattr__(self, "init_e", Init(self.init_e))
         if self.max_steps < 1 or self.seeds < 1 or self.lr <= 0:
             raise ValueError("max_steps and seeds must be >= 1 and lr > 0")
-        if self.halve_every < 0 or self.restart_every < 0:
-            raise ValueError("halve_every and restart_every must be >= 0")
+        if self.halve_every < 0 or self.restart_every < 0 or self.ste_steps < 0:
+            raise ValueError("halve_every, restart_every and ste_steps must be >= 0")
         if not (0 <= self.margin < 100 and 0 <= self.loss_margin < 100):
             raise ValueError("margin and loss_margin must be between 0 and 100 (nats)")
 
@@ -137,6 +143,11 @@ TUNED = Recipe(
 
 RECIPES: dict[str, Recipe] = {"paper": PAPER, "tuned": TUNED}
 
+# `prototok encode --compact` / the API's "compact": true. The smallest storage seen to keep a
+# benchmark sentence lossless from the vectors alone on SmolLM2 (bench/results/size_rank_probe.md:
+# int8 1160 B lossless; rank 32 int8, 72 B, rebuilt 5 of 15 tokens). README "What an encoding weighs".
+COMPACT = {"storage": "int8", "rank": 0}
+
 
 @dataclass(frozen=True)
 class EncodeConfig:
@@ -150,11 +161,24 @@ class EncodeConfig:
     chunk_tokens: int = 64  # longer texts are split into chunks of at most this many tokens
     mem_tokens: int = 1  # number of [mem] vectors for the autoregressive baseline
     max_batch_rows: int = 256  # sequences x restarts optimised in one batch
+    # How the file stores e and m (prototok/storage.py): float32 | float16 | bfloat16 | int8 (per-vector
+    # absmax scale), and `rank` > 0 optimises and stores them as that many coefficients in a fixed basis.
+    storage: str = "float32"
+    rank: int = 0
 
     def __post_init__(self) -> None:
         _coerce(self, method=Method, arrangement=Arrangement, share=ShareMode)
         if self.chunk_tokens < 1 or self.mem_tokens < 1 or self.group_size < 0:
             raise ValueError("chunk_tokens and mem_tokens must be >= 1, group_size >= 0")
+        check_storage(self.storage, self.rank)
+        if not is_plain(self.storage, self.rank) and (self.method is not Method.ONE_STEP
+                                                      or self.share is not ShareMode.NONE):
+            raise ValueError("storage and rank options are for one-step encodings without sharing")
+
+    @property
+    def plain(self) -> bool:
+        """float32 full vectors, as before storage options: no straight-through phase, no basis."""
+        return is_plain(self.storage, self.rank)
 
     def with_(self, **changes: object) -> EncodeConfig:
         """A copy with the given fields changed; None means keep."""

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "prototok")
     offline: bool = True  # never reach a model hub; only local files and the embedded model
     recipe: str = "tuned"  # "tuned" or "paper" (prototok.recipe.RECIPES)
+    # How encodings store e and m when a request names neither (prototok/storage.py; README "What an
+    # encoding weighs"): float32 | float16 | bfloat16 | int8, and rank 0 = full vectors.
+    storage: str = "float32"
+    rank: int = Field(0, ge=0)
 
     # service
     # With a password (requirepass or an ACL user) the URL carries it: redis://[user]:PASSWORD@host:6379/0

@@ -65,7 +65,9 @@ def test_sharing(tmp_path):
 def test_capacity_then_throughput_at_its_lengths(tmp_path, monkeypatch):
     rows = run("capacity", tmp_path / "cap", lengths=[1, 2], max_steps=40)  # N=1 is always learnable
     assert {r["setting"] for r in rows} == {"one_step", "shared_m", "mem"}
-    assert "C_tokens" in (tmp_path / "cap" / "summary.md").read_text()
+    summary = (tmp_path / "cap" / "summary.md").read_text()
+    assert "C_tokens" in summary and "zstd -19 of that prefix (B)" in summary
+    assert "| 256 |" in summary  # e and m of tiny-llama (32 numbers each) in float32, per text
     rerun_without_work("capacity", tmp_path / "cap", monkeypatch, lengths=[1, 2], max_steps=40)
     caps = {s: capacity.capacities(rows, s, 2) for s in ("one_step", "shared_m", "mem")}
     assert all(c["length"] in (0, 1, 2) and c["c_tokens"] <= c["length"] for v in caps.values() for c in v)

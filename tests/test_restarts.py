@@ -108,3 +108,10 @@ def test_a_margin_loss_encoding_decodes_exactly(tiny):
     recipe = TUNED.with_(max_steps=20, loss_margin=1.5, margin=0.0)
     [enc] = encode_texts(tiny, ["margin loss"], EncodeConfig(recipe=recipe))
     assert decode(tiny, [enc])[0].text == "margin loss" and enc.recipe["loss_margin"] == 1.5
+
+
+def test_low_rank_int8_rows_restart_in_their_own_width(tiny):
+    """A restarted low-rank row draws `rank` coefficients, and the stored int8 code still decodes."""
+    recipe = TUNED.with_(max_steps=9, seeds=1, restart_every=3, margin=50.0, ste_steps=2)
+    [enc] = encode_texts(tiny, ["low rank"], EncodeConfig(recipe=recipe, rank=8, storage="int8"))
+    assert decode(tiny, [enc])[0].text == "low rank" and enc.seeds[0] in (0, 1, 2)

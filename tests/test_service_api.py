@@ -126,6 +126,35 @@ def test_options_become_the_config_the_worker_runs(api, tiny_worker):
     assert emb["arrangement"] == "pairs" and emb["steps"] <= 5
 
 
+SIZE_KEYS = {"vectors_bytes", "file_bytes", "text_bytes", "gzip_bytes", "zstd_bytes", "bits_per_char"}
+
+
+@pytest.mark.parametrize("options", [{}, {"storage": "int8", "rank": 8}, {"compact": True}])
+def test_every_embedding_reports_what_it_weighs(api, tiny_worker, options):
+    """Issue 11's contract: `size` in the job and the embedding, true to the file that downloads."""
+    done = wait_job(api, encode(api, {"text": TEXT, "options": {"max_steps": 10, **options}}), 300, tiny_worker)
+    assert done["status"] == "finished", done
+    emb_id = done["embedding_ids"][0]
+    emb = api.http.get(f"/v1/embeddings/{emb_id}").json()
+    size = emb["size"]
+    assert SIZE_KEYS <= set(size) and done["sizes"] == {emb_id: size}
+    blob = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"}).content
+    assert size["file_bytes"] == len(blob) and size["text_bytes"] == len(TEXT.encode())
+    enc = Encoding.from_bytes(blob)
+    assert size["vectors_bytes"] == sum(t.numel() * t.element_size() for t in enc.tensors().values())
+    assert (emb["storage"], emb["rank"]) == (enc.storage, enc.rank) and enc.storage == emb["dtype"]
+    if options.get("rank"):
+        assert enc.rank == 8 and enc.tensors()["e"].shape == (1, 8)
+    assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
+    r = api.http.post("/v1/decode", content=blob, headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 200 and r.json()["text"] == TEXT
+
+
+def test_a_rank_above_the_models_hidden_size_fails_the_job_as_invalid_input(api, tiny_worker):
+    done = wait_job(api, encode(api, {"text": TEXT, "options": {"max_steps": 5, "rank": 33}}), 300, tiny_worker)
+    assert done["status"] == "failed" and done["error_code"] == "invalid_input" and "hidden size" in done["error"]
+
+
 def test_step_budget_is_capped():
     from app.schemas import EncodeOptions
     from prototok.settings import Settings
@@ -152,6 +181,12 @@ NOT_SERVED = "some-org/not-served-model"
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"max_steps": 0}}}, 422, "invalid_request"),
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"margin": -1}}}, 422, "invalid_request"),
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"bogus": 1}}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"storage": "int4"}}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"rank": -1}}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"compact": True, "rank": 4}}}, 422,
+     "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"storage": "int8", "method": "autoregressive"}}},
+     422, "invalid_input"),
     ("post", "/v1/encode", {"content": b'{"text": "a", "options": {"lr": NaN}}',
                             "headers": {"content-type": "application/json"}}, 422, "invalid_request"),
     ("post", "/v1/encode", {"json": ["not", "an", "object"]}, 422, "invalid_request"),

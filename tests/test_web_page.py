@@ -72,6 +72,7 @@ def test_submit_watch_the_progress_rebuild_and_download(browser, api, tiny_worke
     page.fill("#text", TEXT)
     page.fill("#max-steps", str(STEPS))
     page.fill("#seeds", "2")
+    page.select_option("#storage", "int8")  # a smaller encoding: the page shows what it weighs
     page.click("#submit")
 
     steps, deadline = set(), time.monotonic() + 240
@@ -87,6 +88,8 @@ def test_submit_watch_the_progress_rebuild_and_download(browser, api, tiny_worke
     emb_id = page.locator("#facts td").nth(1).text_content()
     emb = api.http.get(f"/v1/embeddings/{emb_id}", headers=api_headers).json()
     assert int(page.get_attribute("#strip", "data-right")) == emb["c_tokens"]  # the strip ends where the encoding did
+    assert emb["storage"] == "int8" and "vectors, int8" in page.text_content("#sizes")
+    assert "text, zstd" in page.text_content("#sizes") and "bits per character" in page.text_content("#sizes")
     page.click("#rebuild")
     page.wait_for_selector("#rebuilt:not([hidden])")
     assert page.text_content("#rebuilt") == TEXT

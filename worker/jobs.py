@@ -95,6 +95,7 @@ def store_result(job: Job, encodings: list[Encoding]) -> list[str]:
     ids = [uuid.uuid4().hex for _ in encodings]
     acc = sum(e.c_tokens for e in encodings) / sum(e.n_tokens for e in encodings)
     job.meta["embedding_ids"] = ids
+    job.meta["sizes"] = {emb_id: enc.size for emb_id, enc in zip(ids, encodings)}
     job.meta["progress"] = {**job.meta.get("progress", {}), "accuracy": round(acc, 4), "done": len(encodings)}
     store, owner = EncodingStore(job.connection), str(job.meta.get("owner", ""))
 

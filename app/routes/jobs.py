@@ -120,6 +120,8 @@ def get_job(job: OwnedJobDep, conn: RedisDep, store: StoreDep) -> JobView:
         place_in_queue(view, job, conn, workers)
     elif status == "finished":
         view.embedding_ids = store.existing(job.meta.get("embedding_ids") or job.return_value() or [])
+        sizes = job.meta.get("sizes") or {}
+        view.sizes = {i: sizes[i] for i in view.embedding_ids if sizes.get(i)} or None
     elif status == "failed":
         view.error_code, view.error = failure(job, progress.step)
         if view.ended_at is None:  # RQ records no end time when it fails a job (or a dead worker's job)

@@ -44,6 +44,8 @@ function options() {
   number("seeds", (v) => parseInt(v, 10));
   number("lr", parseFloat);
   for (const id of ["recipe", "arrangement"]) if ($(id).value) out[id] = $(id).value;
+  if ($("storage").value === "compact") out.compact = true;
+  else if ($("storage").value) out.storage = $("storage").value;
   return out;
 }
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..recipe import Method, ShareMode
+from ..size import zstd_bytes
 from . import paper
 from .plots import Panel, figure
 from .runner import Args, Run, mean_std, table
 
 THRESHOLD = 0.99
 SETTINGS = {"one_step": "no", "shared_m": "yes", "mem": "[mem] x1 (autoregressive)"}
+VECTORS_PER_TEXT = {"one_step": 2, "shared_m": 1, "mem": 1}  # stored per text (a shared m once per group)
 
 
 def run(args: Args, out: Path) -> Path:
@@ -77,13 +79,18 @@ def _report(run: Run, args: Args) -> Path:
                "one-step, m shared": ([r["h_lm"] for r in caps["mem"]], [r["h_lm"] for r in caps["shared_m"]]),
                "one-step, m per text": ([r["h_lm"] for r in caps["mem"]], [r["h_lm"] for r in caps["one_step"]])})])
     body = [f"## Capacity: longest prefix at >= {THRESHOLD} token accuracy (mean±std over {n} texts)", ""]
-    body += table(["data", "m shared", "capacity (tokens)", "C_tokens", "H_LM (nats)", "texts at 0"],
+    body += table(["data", "m shared", "capacity (tokens)", "C_tokens", "H_LM (nats)", "texts at 0",
+                   "vectors (B per text, float32)", "zstd -19 of that prefix (B)"],
                   [[args.dataset, label, mean_std([r["length"] for r in caps[s]], 1),
                     mean_std([r["c_tokens"] for r in caps[s]], 1), mean_std([r["h_lm"] for r in caps[s]], 1),
-                    sum(r["length"] == 0 for r in caps[s])] for s, label in SETTINGS.items()])
+                    sum(r["length"] == 0 for r in caps[s]), VECTORS_PER_TEXT[s] * run.lm.hidden_size * 4,
+                    mean_std([zstd_bytes(run.lm.detokenize(run.texts[r["text"]].ids[: r["length"]]).encode())
+                              for r in caps[s] if r["length"]], 1)] for s, label in SETTINGS.items()])
     body += ["", (f"Lengths tried: {', '.join(map(str, run.lengths(paper.CAPACITY_GRID)))} (a text's capacity is 0 "
              "when it fails the shortest). C_tokens counts the correct tokens of that prefix, H_LM its information "
-             "content under the same model (teacher-forced, in nats)."), "",
+             "content under the same model (teacher-forced, in nats). The bytes columns weigh what a text stores "
+             "(e and m; e alone beside a shared m, which is stored once; one [mem] vector) against zstd -19 of "
+             "its longest lossless prefix (README, \"What an encoding weighs\")."), "",
              ("How each setting ran: *m shared = no*: e and m per text, the recipe's restarts, best kept; a text "
              "stops at its first failing length. *m shared = yes*: at each length one m for all texts, trained "
              "jointly with their e's (`share=shared_m`, `group_size=0`, one restart); texts not yet exact then get "
