@@ -90,11 +90,8 @@ def summarise(rows: list[dict], kind: str, names: list[str]) -> list[dict]:
 
 
 def yardsticks(rows: list[dict], kind: str) -> str:
-    first = {}
-    for r in rows:
-        if r["kind"] == kind:
-            first.setdefault((r["chars"], r["text_bytes"]), r)
-    texts = list(first.values())
+    mine = [r for r in rows if r["kind"] == kind]
+    texts = [r for r in mine if r["option"] == mine[0]["option"]]  # every option encodes each text once
     med = {k: statistics.median(r[k] for r in texts) for k in ("text_bytes", "gzip_bytes", "zstd_bytes")}
     bpc = {k: round(statistics.mean(8 * r[k] / r["chars"] for r in texts), 2)
            for k in ("text_bytes", "gzip_bytes", "zstd_bytes")}
