@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -202,8 +202,10 @@ def optimize(
         if cfg.rank > lm.hidden_size:
             raise ValueError(f"rank {cfg.rank} is larger than the model's hidden size {lm.hidden_size}")
         problem = one_step_problem(lm, seqs, cfg, frozen_m)
-    sols = _run(lm, problem, seqs, cfg.recipe, progress)
-    if cfg.storage != "float32" and cfg.recipe.ste_steps > 0:
+    polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
+    total = cfg.recipe.max_steps + (cfg.recipe.ste_steps if polish else 0)  # the budget a progress bar shows
+    sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, total) if polish else progress)
+    if polish:
         sols = straight_through_phase(lm, seqs, cfg, sols, progress)
     return sols
 
@@ -224,10 +226,17 @@ def straight_through_phase(lm: LanguageModel, seqs: list[list[int]], cfg: Encode
     with torch.no_grad():
         problem.e_table.copy_(torch.stack([s.vectors["e"] for s in sols]).to(lm.device))
         problem.m_table.copy_(torch.stack([s.vectors["m"] for s in sols]).to(lm.device))
-    out = _run(lm, problem, seqs, ste, progress)
+    out = _run(lm, problem, seqs, ste, _after(progress, max(s.steps for s in sols), r.max_steps + ste.max_steps))
     for new, old in zip(out, sols):
         new.steps, new.seconds, new.seed = old.steps + new.steps, old.seconds + new.seconds, old.seed
     return out
+
+
+def _after(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | None:
+    """Progress of a second phase, counted on from the first one's steps (a bar never goes back)."""
+    if progress is None:
+        return None
+    return lambda p: progress(replace(p, step=done + p.step, max_steps=total))
 
 
 def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,

@@ -42,7 +42,8 @@ def made(api, tiny_worker) -> dict:
     tiny-llama rebuilds "hi" in a few steps, so the job stops early, between two progress writes
     (PROTOTOK_PROGRESS_EVERY=5). (A random model's logits are too flat to reach the tuned 1-nat
     margin: with it, the job would run its whole budget.)"""
-    r = api.http.post("/v1/encode", json={"text": "hi", "options": {"max_steps": 50, "seeds": 1, "margin": 0}})
+    r = api.http.post("/v1/encode", json={"text": "hi", "options": {"max_steps": 50, "seeds": 1, "margin": 0,
+                                                                       "storage": "float32"}})
     assert r.status_code == 202, r.text
     done = wait_job(api, r.json()["job_id"], 300, tiny_worker)
     assert done["status"] == "finished", done

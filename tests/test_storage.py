@@ -57,8 +57,11 @@ def test_straight_through_phase_runs_after_the_optimisation(tiny):
     """An unreachable margin keeps both phases running to their budgets: steps add up."""
     recipe = TUNED.with_(max_steps=6, seeds=1, ste_steps=4, margin=50.0)
     [plain] = encode_texts(tiny, [TEXT], EncodeConfig(recipe=recipe))
-    [small] = encode_texts(tiny, [TEXT], EncodeConfig(recipe=recipe, storage="int8"))
+    seen = []
+    [small] = encode_texts(tiny, [TEXT], EncodeConfig(recipe=recipe, storage="int8"),
+                           progress=lambda p: seen.append((p.step, p.max_steps)))
     assert (plain.steps, small.steps) == (6, 10)
+    assert seen == [(k, 10) for k in range(1, 11)]  # one budget, and the polish counts on from the optimisation
 
 
 def test_basis_is_fixed_by_its_seed():
@@ -155,7 +158,8 @@ def test_the_services_default_storage_applies_where_a_request_names_none():
     from prototok.settings import Settings
 
     server = Settings(storage="int8", rank=16)
-    assert (EncodeOptions().to_config(Settings()).storage, EncodeOptions().to_config(Settings()).rank) == ("float32", 0)
+    plain = Settings(storage="float32")
+    assert (EncodeOptions().to_config(plain).storage, EncodeOptions().to_config(plain).rank) == ("float32", 0)
     got = EncodeOptions().to_config(server)
     assert (got.storage, got.rank) == ("int8", 16)
     got = EncodeOptions(storage="float16").to_config(server)  # a request that names one gets exactly that
