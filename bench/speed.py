@@ -171,9 +171,9 @@ LEVERS = {
     "new code, old recipe, float32": (OLD_RECIPE, "float32"),
     "+ bfloat16 only": (OLD_RECIPE, "bfloat16"),
     "+ 1 restart, lr 0.08 only (float32)": ({"margin": 0.0, "restart_every": 0, "loss_margin": 0.0}, "float32"),
-    "new default without stalled-row restarts": ({"restart_every": 0}, None),
-    "new default without the margin loss": ({"loss_margin": 0.0}, None),
+    "new default without the margin": ({"margin": 0.0}, None),
     "new default": ({}, None),
+    "+ margin loss 1.5 and restarts after 200 steps": ({"loss_margin": 1.5, "restart_every": 200}, None),
 }
 
 
