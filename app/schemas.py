@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from prototok.recipe import COMPACT, RECIPES, Arrangement, EncodeConfig, Method
+from prototok.recipe import COMPACT, Arrangement, EncodeConfig, Method, encode_config
 from prototok.settings import Settings
 from prototok.storage import MAX_HIDDEN
 
@@ -78,22 +78,10 @@ class EncodeOptions(Strict):
         return self
 
     def to_config(self, settings: Settings) -> EncodeConfig:
-        """The exact config a worker will run, with the step budget capped."""
-        base = RECIPES[self.recipe or settings.recipe]
-        steps = min(self.max_steps or base.max_steps, settings.max_steps_limit)
-        recipe = base.with_(max_steps=steps, seeds=self.seeds, seed=self.seed, lr=self.lr, sink=self.sink,
-                              margin=self.margin)
-        if self.compact:
-            storage = COMPACT
-        elif self.storage is None and self.rank is None:  # the server's default, where it applies
-            plain = self.method not in (None, Method.ONE_STEP) or self.share not in (None, "none")
-            storage = {"storage": "float32", "rank": 0} if plain else {"storage": settings.storage,
-                                                                        "rank": settings.rank}
-        else:
-            storage = {"storage": self.storage or "float32", "rank": self.rank or 0}
-        return EncodeConfig(recipe=recipe).with_(
-            arrangement=self.arrangement, method=self.method, share=self.share, group_size=self.group_size,
-            chunk_tokens=self.chunk_tokens, **storage)
+        """The exact config a worker will run, with the step budget capped (InvalidInput: 422 naming the field)."""
+        return encode_config(self.recipe or settings.recipe, max_steps_limit=settings.max_steps_limit,
+                             default_storage=settings.storage, default_rank=settings.rank,
+                             **self.model_dump(exclude={"recipe"}))
 
 
 def _no_default(schema: dict) -> None:

@@ -22,13 +22,13 @@ _WHERE = {
     "LanguageModel": "models", "load_model": "models",
     "Progress": "optimize", "Solution": "optimize", "optimize": "optimize",
     **dict.fromkeys(["PAPER", "RECIPES", "TUNED", "Arrangement", "EncodeConfig", "Init", "Method", "Recipe",
-                     "Schedule", "ShareMode"], "recipe"),
+                     "Schedule", "ShareMode", "encode_config"], "recipe"),
 }
 
 __all__ = [  # the names of _WHERE; a test keeps the two equal
     "PAPER", "RECIPES", "TUNED", "Arrangement", "Decoded", "EncodeConfig", "Encoding", "Init", "LanguageModel",
     "Method", "Progress", "PrototokError", "Recipe", "Schedule", "ShareMode", "Solution", "decode", "decode_ids",
-    "decode_vectors", "encode_texts", "load_model", "optimize",
+    "decode_vectors", "encode_config", "encode_texts", "load_model", "optimize",
 ]
 
 
@@ -63,4 +63,16 @@ if TYPE_CHECKING:
     from .errors import PrototokError
     from .models import LanguageModel, load_model
     from .optimize import Progress, Solution, optimize
-    from .recipe import PAPER, RECIPES, TUNED, Arrangement, EncodeConfig, Init, Method, Recipe, Schedule, ShareMode
+    from .recipe import (
+        PAPER,
+        RECIPES,
+        TUNED,
+        Arrangement,
+        EncodeConfig,
+        Init,
+        Method,
+        Recipe,
+        Schedule,
+        ShareMode,
+        encode_config,
+    )

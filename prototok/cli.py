@@ -128,14 +128,8 @@ def encode(
     api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
 ) -> None:
     """Optimise proto-tokens for a text and save them (lossless: misses are stored as corrections)."""
-    from .errors import InvalidInput
-    from .recipe import RECIPES
-
     body = _read_text(text, file)
-    if recipe not in RECIPES:
-        raise InvalidInput(f"unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
-    if compact and (storage is not None or rank is not None):
-        raise InvalidInput("give --compact or --storage/--rank, not both")
+    # Checked where the config is built: here by recipe.encode_config, with --server by the service.
     options = {"recipe": recipe, "max_steps": max_steps, "seeds": seeds, "lr": lr, "margin": margin,
                "arrangement": arrangement,
                "method": method, "chunk_tokens": chunk_tokens, "sink": sink, "storage": storage, "rank": rank,
@@ -159,18 +153,10 @@ def encode(
 
 def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict:
     from .codec import encode_texts
-    from .errors import InvalidInput
     from .models import load_model
-    from .recipe import COMPACT, RECIPES, EncodeConfig
+    from .recipe import encode_config
 
-    o = options
-    try:
-        cfg = EncodeConfig(recipe=RECIPES[o["recipe"]].with_(max_steps=o["max_steps"], seeds=o["seeds"], lr=o["lr"],
-                                                             sink=o["sink"], margin=o["margin"]),
-                           arrangement=o["arrangement"], method=o["method"], chunk_tokens=o["chunk_tokens"])
-        cfg = cfg.with_(**COMPACT) if o["compact"] else cfg.with_(storage=o["storage"], rank=o["rank"])
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from exc
+    cfg = encode_config(**options)
     _quiet_libraries()
     lm = load_model(model)
     bar, report = _progress_bar(cfg.recipe.max_steps)

@@ -4,13 +4,20 @@ References: Mezentsev & Oseledets 2025, "Exploring the Latent Capacity of LLMs f
 One-Step Text Generation" (Table 1 arrangements, Table 2 sharing, training details);
 Kuratov et al. 2025, "Cramming 1568 tokens into a single vector" (the [mem] baseline
 and the embedding-std initialisation).
+
+A config checks itself when it is built (and on every `with_`), so a bad option fails where
+it is given, with the field it names, as `InvalidInput` (CLI exit 2, HTTP 422), never deep
+in an optimisation run.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
+from numbers import Integral, Real
 
+from .errors import InvalidInput
 from .storage import check_storage, is_plain
 
 
@@ -31,6 +38,11 @@ class ShareMode(str, Enum):
     SHARED_M = "shared_m"  # one m per group and seed, trained jointly; e per text
     SHARED_E = "shared_e"  # one e per group and seed, trained jointly; m per text
     FROZEN_M = "frozen_m"  # m given (from an earlier shared run) and fixed; only e trains
+
+    @property
+    def joint(self) -> bool:
+        """Several texts train one vector: their rows are judged together and never split across batches."""
+        return self in (ShareMode.SHARED_M, ShareMode.SHARED_E)
 
 
 class Method(str, Enum):
@@ -55,7 +67,30 @@ class Schedule(str, Enum):
 def _coerce(obj: object, **enums: type[Enum]) -> None:
     """Let enum fields be given by value ("e_mN-1"), as the CLI and the API do."""
     for name, enum in enums.items():
-        object.__setattr__(obj, name, enum(getattr(obj, name)))
+        value = getattr(obj, name)
+        try:
+            object.__setattr__(obj, name, enum(value))
+        except ValueError:
+            raise InvalidInput(f"{name}: unknown value {value!r} (choose from "
+                               f"{', '.join(m.value for m in enum)})") from None
+
+
+def _integer(obj: object, name: str, low: int | None = None) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, Integral) or isinstance(value, bool) or (low is not None and value < low):
+        raise InvalidInput(f"{name} must be an integer{'' if low is None else f' >= {low}'}, got {value!r}")
+
+
+def _number(obj: object, name: str, low: float, high: float = math.inf, low_open: bool = False,
+            high_open: bool = True) -> None:
+    """A finite real in [low, high) (or (low, ...] as the flags say)."""
+    value = getattr(obj, name)
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        span = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise InvalidInput(f"{name} must be a finite number in {span}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -101,13 +136,23 @@ class Recipe:
     def __post_init__(self) -> None:
         _coerce(self, init=Init, schedule=Schedule)
         if self.init_e is not None:
-            object.__setattr__(self, "init_e", Init(self.init_e))
-        if self.max_steps < 1 or self.seeds < 1 or self.lr <= 0:
-            raise ValueError("max_steps and seeds must be >= 1 and lr > 0")
-        if self.halve_every < 0 or self.restart_every < 0 or self.ste_steps < 0:
-            raise ValueError("halve_every, restart_every and ste_steps must be >= 0")
-        if not (0 <= self.margin < 100 and 0 <= self.loss_margin < 100):
-            raise ValueError("margin and loss_margin must be between 0 and 100 (nats)")
+            _coerce(self, init_e=Init)
+        for name in ("max_steps", "seeds"):
+            _integer(self, name, 1)
+        for name in ("warmup_steps", "halve_every", "restart_every", "ste_steps"):
+            _integer(self, name, 0)
+        _integer(self, "seed")
+        for name in ("lr", "init_scale", "lr_e_scale"):
+            _number(self, name, 0, low_open=True)
+        for name in ("beta1", "beta2"):
+            _number(self, name, 0, 1)
+        _number(self, "weight_decay", 0)
+        _number(self, "min_lr_ratio", 0, 1, high_open=False)
+        _number(self, "stop_accuracy", -math.inf)  # above 1: never stop early
+        for name in ("margin", "loss_margin"):  # nats
+            _number(self, name, 0, 100)
+        if not isinstance(self.sink, bool):
+            raise InvalidInput(f"sink must be true or false, got {self.sink!r}")
 
     def with_(self, **changes: object) -> Recipe:
         """A copy with the given fields changed; None means keep."""
@@ -166,20 +211,74 @@ class EncodeConfig:
     rank: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.recipe, Recipe):
+            raise InvalidInput(f"recipe must be a Recipe, got {type(self.recipe).__name__}")
         _coerce(self, method=Method, arrangement=Arrangement, share=ShareMode)
-        if self.chunk_tokens < 1 or self.mem_tokens < 1 or self.group_size < 0:
-            raise ValueError("chunk_tokens and mem_tokens must be >= 1, group_size >= 0")
-        check_storage(self.storage, self.rank)
-        if not is_plain(self.storage, self.rank) and (self.method is not Method.ONE_STEP
-                                                      or self.share is not ShareMode.NONE):
-            raise ValueError("storage and rank options are for one-step encodings without sharing")
+        for name, low in (("chunk_tokens", 1), ("mem_tokens", 1), ("group_size", 0), ("max_batch_rows", 1)):
+            _integer(self, name, low)
+        try:
+            check_storage(self.storage, self.rank)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if not self.plain and not self.takes_storage:
+            raise InvalidInput("storage and rank options are for one-step encodings without sharing")
+        if self.method is Method.AUTOREGRESSIVE:
+            self._check_mem()
+
+    def _check_mem(self) -> None:
+        """[mem] trains k vectors per text, alone: the one-step layout and sharing options mean nothing to it."""
+        if self.share is not ShareMode.NONE:
+            raise InvalidInput(f"share={self.share.value} is for one-step encodings; method=autoregressive "
+                               "trains each text's [mem] alone")
+        if self.group_size:
+            raise InvalidInput("group_size is for shared one-step encodings, not method=autoregressive")
+        if self.arrangement is not Arrangement.E_MN1:
+            raise InvalidInput(f"arrangement={self.arrangement.value} is a one-step layout; method=autoregressive "
+                               "takes none (leave it at e_mN-1)")
 
     @property
     def plain(self) -> bool:
         """float32 full vectors, as before storage options: no straight-through phase, no basis."""
         return is_plain(self.storage, self.rank)
 
+    @property
+    def takes_storage(self) -> bool:
+        """Storage options apply: one (e, m) per text, so each stored row rebuilds its own text."""
+        return self.method is Method.ONE_STEP and self.share is ShareMode.NONE
+
     def with_(self, **changes: object) -> EncodeConfig:
         """A copy with the given fields changed; None means keep."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+
+def encode_config(
+    recipe: str = "tuned", *, max_steps: int | None = None, max_steps_limit: int | None = None,
+    seeds: int | None = None, seed: int | None = None, lr: float | None = None, margin: float | None = None,
+    sink: bool | None = None, arrangement: str | None = None, method: str | None = None,
+    share: str | None = None, group_size: int | None = None, chunk_tokens: int | None = None,
+    storage: str | None = None, rank: int | None = None, compact: bool | None = None,
+    default_storage: str = "float32", default_rank: int = 0,
+) -> EncodeConfig:
+    """The config of a request's options, the same for `prototok encode` and `POST /v1/encode`.
+
+    None means the named recipe's value (or the config's default). `max_steps_limit` caps the
+    step budget (the service's PROTOTOK_MAX_STEPS_LIMIT). With neither storage nor rank given,
+    `default_storage`/`default_rank` apply where storage options do (one-step, no sharing), so a
+    server's compact default never turns a [mem] or shared request into an invalid one.
+    """
+    if recipe not in RECIPES:
+        raise InvalidInput(f"recipe: unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
+    if compact and (storage is not None or rank is not None):
+        raise InvalidInput("compact: give compact or storage/rank, not both")
+    base = RECIPES[recipe]
+    steps = base.max_steps if max_steps is None else max_steps
+    if max_steps_limit is not None:
+        steps = min(steps, max_steps_limit)
+    cfg = EncodeConfig(recipe=base.with_(max_steps=steps, seeds=seeds, seed=seed, lr=lr, sink=sink, margin=margin))
+    cfg = cfg.with_(arrangement=arrangement, method=method, share=share, group_size=group_size,
+                    chunk_tokens=chunk_tokens)
+    if compact:
+        return cfg.with_(**COMPACT)
+    if storage is None and rank is None:
+        return cfg.with_(storage=default_storage, rank=default_rank) if cfg.takes_storage else cfg
+    return cfg.with_(storage=storage or "float32", rank=rank or 0)

@@ -80,7 +80,7 @@ def test_committed_old_files_read_as_float32_full_vectors():
 
 @pytest.mark.parametrize("kw", [{"storage": "int4"}, {"storage": "float64"}, {"rank": -1}])
 def test_unknown_storage_or_negative_rank_is_refused(kw):
-    with pytest.raises(ValueError, match="storage|rank"):
+    with pytest.raises(InvalidInput, match="storage|rank"):
         cfg(**kw)
 
 
@@ -90,9 +90,9 @@ def test_rank_above_the_hidden_size_is_invalid_input(tiny):
 
 
 def test_storage_options_are_one_step_without_sharing():
-    with pytest.raises(ValueError, match="one-step"):
+    with pytest.raises(InvalidInput, match="one-step"):
         EncodeConfig(storage="int8", method="autoregressive")
-    with pytest.raises(ValueError, match="one-step"):
+    with pytest.raises(InvalidInput, match="one-step"):
         EncodeConfig(rank=4, share="shared_m")
 
 
