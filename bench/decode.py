@@ -13,8 +13,7 @@ import statistics
 import torch
 
 from prototok import Arrangement, load_model
-from prototok.baseline import generate
-from prototok.codec import decode_ids
+from prototok.decoding import decode_ids, generate
 
 from .common import machine, median_time, table, write
 

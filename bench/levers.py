@@ -21,6 +21,7 @@ import torch
 
 from prototok import TUNED, EncodeConfig, load_model
 from prototok.codec import tokenize_checked
+from prototok.one_step import OneStepProblem
 
 TEXTS = ["It is a truth universally acknowledged, that a single man in possession of a good fortune",
          "Call me Ishmael. Some years ago, never mind how long precisely, having little money",
@@ -49,13 +50,13 @@ def main() -> None:
     lm = load_model(dtype=dtype)
     seqs = held_out(lm)
     count = [0]
-    forward = opt.OneStepProblem.forward
+    forward = OneStepProblem.forward
 
     def counting(self, rows):
         count[0] += len(rows)
         return forward(self, rows)
 
-    opt.OneStepProblem.forward = counting
+    OneStepProblem.forward = counting
     for name, kw in variants.items():
         steps, row_steps, accs = [], [], []
         start = time.perf_counter()

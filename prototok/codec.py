@@ -21,13 +21,13 @@ from itertools import chain
 import torch
 
 from . import storage as st
-from .arrangements import BatchLayout
-from .baseline import generate
+from .decoding import decode_ids, generate_grouped, one_pass_logits
 from .encoding import Encoding, ids_digest, validate_vectors
 from .errors import BadVectors, CorruptEncoding, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch
-from .metrics import c_tokens, h_lm
+from .metrics import c_tokens, h_lm, lead
 from .models import LanguageModel
-from .optimize import ProgressFn, Solution, optimize
+from .optimize import ProgressFn, Solution, check_inputs, optimize
+from .problem import pad_right
 from .recipe import Arrangement, EncodeConfig, Method
 
 
@@ -70,17 +70,13 @@ def encode_texts(
 ) -> list[Encoding]:
     """Optimise proto-tokens for many texts at once; every chunk of every text is one batch row."""
     cfg = cfg or EncodeConfig()
-    try:
-        st.check_storage(cfg.storage, cfg.rank, lm.hidden_size)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from exc
+    check_inputs(lm, cfg, frozen_m)  # before any text is tokenised, let alone optimised
     ids = [tokenize_checked(lm, t) for t in texts]
     size = chunk_size(lm, cfg)
     pieces = [chunk(x, size) for x in ids]
-    flat = [p for ps in pieces for p in ps]
     solutions = []
-    for start in range(0, len(flat), _batch_seqs(cfg, size)):
-        solutions += optimize(lm, flat[start : start + _batch_seqs(cfg, size)], cfg, frozen_m, progress)
+    for batch in batches([p for ps in pieces for p in ps], cfg):
+        solutions += optimize(lm, batch, cfg, frozen_m, progress)
     out, i = [], 0
     for text, text_ids, ps in zip(texts, ids, pieces):
         sols = solutions[i : i + len(ps)]
@@ -89,11 +85,13 @@ def encode_texts(
     return out
 
 
-def _batch_seqs(cfg: EncodeConfig, size: int) -> int:
-    """Sequences per optimisation batch; a sharing group must not be split."""
-    if cfg.share.value in ("shared_m", "shared_e"):
-        return 10**9  # whole request is one batch, groups inside it
-    return max(1, cfg.max_batch_rows // cfg.recipe.seeds)
+def batches(seqs: list[list[int]], cfg: EncodeConfig) -> list[list[list[int]]]:
+    """The optimisation batches of a request's chunks, at most `max_batch_rows` rows (chunks x restarts)
+    each. A sharing group must not be split, so shared vectors keep the whole request in one batch."""
+    if cfg.share.joint:
+        return [seqs] if seqs else []
+    n = max(1, cfg.max_batch_rows // cfg.recipe.seeds)
+    return [seqs[i : i + n] for i in range(0, len(seqs), n)]
 
 
 def store_vectors(lm: LanguageModel, cfg: EncodeConfig,
@@ -145,18 +143,16 @@ def reference_decode(lm: LanguageModel, method: Method, arrangement: Arrangement
     lengths = [len(q) for q in pieces]
     if method is not Method.ONE_STEP:
         forced = [dict(enumerate(q)) for q in pieces]
-        pairs = _generate_grouped(lm, list(vectors["mem"]), lengths, forced, sink)
+        pairs = generate_grouped(lm, list(vectors["mem"]), lengths, forced, sink)
         return [raw for raw, _ in pairs], None
     logits = one_pass_logits(lm, arrangement, vectors["e"], vectors["m"], lengths, sink).float()  # (K, Nmax, V)
     width, dev = logits.shape[1], logits.device
-    tgt = torch.tensor([q + [0] * (width - len(q)) for q in pieces], device=dev)  # (K, Nmax)
+    tgt = pad_right(pieces).to(dev)  # (K, Nmax)
     mask = torch.arange(width, device=dev)[None, :] < torch.tensor(lengths, device=dev)[:, None]
     raw = logits.argmax(-1)
-    correct = logits.gather(-1, tgt[..., None])[..., 0]
-    rival = logits.scatter(-1, tgt[..., None], float("-inf")).amax(-1)
-    lead = (correct - rival)[mask & (raw == tgt)]
+    leads = lead(logits, tgt)[mask & (raw == tgt)]
     raw = raw.cpu()
-    return [raw[i, :n].tolist() for i, n in enumerate(lengths)], (float(lead.min()) if len(lead) else None)
+    return [raw[i, :n].tolist() for i, n in enumerate(lengths)], (float(leads.min()) if len(leads) else None)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -175,23 +171,6 @@ def check_compatible(lm: LanguageModel, enc: Encoding) -> None:
         raise CorruptEncoding(f"a chunk is longer than model '{lm.name}' can take ({lm.max_length - 1} tokens)")
 
 
-@torch.inference_mode()
-def one_pass_logits(lm: LanguageModel, arrangement: Arrangement, e: torch.Tensor, m: torch.Tensor,
-                    lengths: list[int], sink: bool = False) -> torch.Tensor:
-    """The one forward pass over [e, m, ...] for K sequences: (K, d), (K, d) -> (K, Nmax, V) target logits."""
-    layout = BatchLayout(arrangement, lengths, lm.device, lm.sink_embedding() if sink else None)
-    z = layout.inputs(e.to(lm.device, torch.float32), m.to(lm.device, torch.float32))  # (K, L, d)
-    logits = lm.model(inputs_embeds=z.to(lm.dtype)).logits  # (K, L, V)
-    return layout.target_logits(logits)  # (K, Nmax, V), on the model's device
-
-
-def decode_ids(lm: LanguageModel, arrangement: Arrangement, e: torch.Tensor, m: torch.Tensor,
-               lengths: list[int], sink: bool = False) -> list[list[int]]:
-    """One forward pass over [e, m, ...] for K sequences: (K, d), (K, d) -> K lists of ids."""
-    pred = one_pass_logits(lm, arrangement, e, m, lengths, sink).argmax(-1).cpu()  # (K, Nmax)
-    return [pred[i, :n].tolist() for i, n in enumerate(lengths)]
-
-
 def _raw_decode(lm: LanguageModel, encs: list[Encoding]) -> list[tuple[list[int], list[int]]]:
     """(vectors-alone ids, corrected ids) per encoding; chunks batched per input layout."""
     chunks = [(i, j) for i, enc in enumerate(encs) for j in range(len(enc.lengths))]
@@ -208,22 +187,9 @@ def _raw_decode(lm: LanguageModel, encs: list[Encoding]) -> list[tuple[list[int]
             out.update((key, (r, [f.get(p, t) for p, t in enumerate(r)])) for key, r, f in zip(mine, raw, fixes))
         else:
             mems = [encs[i].vectors["mem"][j] for i, j in mine]
-            out.update(zip(mine, _generate_grouped(lm, mems, lengths, fixes, sink)))
+            out.update(zip(mine, generate_grouped(lm, mems, lengths, fixes, sink)))
     return [tuple(list(chain.from_iterable(out[(i, j)][part] for j in range(len(enc.lengths)))) for part in (0, 1))
             for i, enc in enumerate(encs)]
-
-
-def _generate_grouped(lm: LanguageModel, mems: list[torch.Tensor], lengths: list[int],
-                      fixes: list[dict[int, int]], sink: bool) -> list[tuple[list[int], list[int]]]:
-    """Greedy decoding batched over chunks with the same number of [mem] vectors."""
-    res: list[tuple[list[int], list[int]]] = [([], [])] * len(mems)
-    for k in {m.shape[0] for m in mems}:
-        idx = [i for i, m in enumerate(mems) if m.shape[0] == k]
-        raw, emitted = generate(lm, torch.stack([mems[i] for i in idx]), max(lengths[i] for i in idx),
-                                [fixes[i] for i in idx], sink)
-        for row, i in enumerate(idx):
-            res[i] = (raw[row, : lengths[i]].tolist(), emitted[row, : lengths[i]].tolist())
-    return res
 
 
 def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:

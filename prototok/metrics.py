@@ -1,4 +1,5 @@
-"""Metrics of the paper: C_tokens, token accuracy and H_LM."""
+"""Metrics of the paper (C_tokens, H_LM), and the lead of a right token over its best rival,
+which decides whether a reconstruction survives another batch shape, dtype or device."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from .models import LanguageModel
 def c_tokens(predicted: list[int], target: list[int]) -> int:
     """Positions where the proto-tokens alone give the right token (paper, eq. 1)."""
     return sum(int(p == t) for p, t in zip(predicted, target))
+
+
+def lead(logits: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """(A, N, V) float logits, (A, N) targets -> (A, N) nats by which the right token's logit leads
+    the best other one (negative where another token wins)."""
+    correct = logits.gather(-1, tgt[..., None])[..., 0]  # (A, N)
+    rival = logits.scatter(-1, tgt[..., None], float("-inf")).amax(-1)  # (A, N): best other token
+    return correct - rival
 
 
 @torch.inference_mode()

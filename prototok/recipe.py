@@ -106,7 +106,7 @@ class Recipe:
     init_e: Init | None = None  # e's own init, if it differs from m's (None = same as `init`)
     init_scale: float = 1.0  # multiplies the init std
     lr_e_scale: float = 1.0  # e's learning rate = lr x this (e alone must predict t1 at its position)
-    sink: bool = False  # put the model's BOS embedding (frozen) before [e, m, ...]; see arrangements.py
+    sink: bool = False  # put the model's BOS embedding (frozen) before [e, m, ...]; see layouts.py
     schedule: Schedule = Schedule.CONSTANT
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr

@@ -10,6 +10,7 @@ With no restarts it computes what `AdamW` + `LambdaLR(lr_lambda(recipe))` comput
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -32,6 +33,11 @@ def lr_factors(recipe: Recipe, t: torch.Tensor) -> torch.Tensor:
     if recipe.warmup_steps:
         out = torch.where(t < recipe.warmup_steps, (t + 1) / recipe.warmup_steps, out)
     return out
+
+
+def lr_lambda(recipe: Recipe) -> Callable[[int], float]:
+    """The schedule's lr multiplier at one step, as torch's LambdaLR takes it (`lr_factors` per row)."""
+    return lambda step: float(lr_factors(recipe, torch.tensor([step]))[0])
 
 
 class RowAdamW:

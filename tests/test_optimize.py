@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from prototok import Arrangement, EncodeConfig, Method, ShareMode, optimize
-from prototok.optimize import init_vectors, lr_lambda
+from prototok.errors import InvalidInput
+from prototok.problem import init_vectors
 from prototok.recipe import PAPER, TUNED, Init
+from prototok.rowadam import lr_lambda
 
 SEQS = [[10, 20, 30], [40, 50, 60, 70, 80], [90], [5, 6]]
 
@@ -46,7 +48,7 @@ def test_frozen_m_stays_frozen(tiny):
     cfg = EncodeConfig(recipe=TUNED.with_(max_steps=4, seeds=2), share=ShareMode.FROZEN_M)
     sols = optimize(tiny, SEQS, cfg, frozen_m=m)
     assert all(torch.equal(s.vectors["m"], m) for s in sols)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput, match="frozen_m"):
         optimize(tiny, SEQS, cfg)
 
 
@@ -121,7 +123,8 @@ def test_e_has_its_own_init_and_learning_rate(tiny):
 @pytest.mark.parametrize("sink", [False, True])
 def test_cached_greedy_generation_matches_one_teacher_forced_pass(request, family, sink):
     """The KV-cached [mem] decoder must emit what a full pass over [mem, emitted] predicts."""
-    from prototok.baseline import generate, with_sink
+    from prototok.decoding import generate
+    from prototok.layouts import with_sink
 
     tiny = request.getfixturevalue(family)
     mem = torch.randn(3, 2, tiny.hidden_size) * tiny.embedding_std

@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from prototok import EncodeConfig, Method, decode, encode_texts, optimize
-from prototok.optimize import _Restarts, init_vectors, lr_lambda, one_step_problem
+from prototok.one_step import one_step_problem
+from prototok.optimize import _Restarts
+from prototok.problem import init_vectors
 from prototok.recipe import PAPER, TUNED, Schedule
-from prototok.rowadam import RowAdamW, lr_factors
+from prototok.rowadam import RowAdamW, lr_factors, lr_lambda
 
 RECIPES = [PAPER.with_(lr=0.05), TUNED.with_(max_steps=30, warmup_steps=4, lr=0.1, weight_decay=0.05)]
 
@@ -93,12 +95,12 @@ def test_encodings_made_with_restarts_decode_exactly(tiny, method):
 
 
 def test_loss_margin_lowers_the_right_logit_before_cross_entropy():
-    from prototok.optimize import _loss
+    from prototok.problem import token_loss
 
     logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 5.0, 0.0]]])  # (1, 2, 3)
     tgt, mask = torch.tensor([[0, 1]]), torch.tensor([[True, False]])
-    plain = _loss(logits, tgt, mask, 0.0)
-    shifted = _loss(logits, tgt, mask, 1.5)
+    plain = token_loss(logits, tgt, mask, 0.0)
+    shifted = token_loss(logits, tgt, mask, 1.5)
     expect = -torch.log_softmax(torch.tensor([0.5, 0.0, 0.0]), 0)[0]  # position 0 only (mask)
     torch.testing.assert_close(shifted, expect[None])
     assert shifted > plain

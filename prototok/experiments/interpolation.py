@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..arrangements import BatchLayout
-from ..codec import decode_ids
+from ..decoding import decode_ids
+from ..layouts import BatchLayout
 from ..recipe import Arrangement
 from . import paper
 from .plots import Panel, figure

@@ -3,7 +3,7 @@
 Throughput = reconstructed length / reconstruction time. Timing needs no trained vectors
 (the cost of a pass does not depend on the values), so random e, m and [mem] are decoded
 with the core's own decoders: `decode_ids` (one pass over [e, m x (N-1)]) and
-`baseline.generate` (greedy, one pass per token with a KV cache). Each time is the median
+`decoding.generate` (greedy, one pass per token with a KV cache). Each time is the median
 of repeats after a warm-up call, with the GPU synchronised around each call.
 
 Lengths: `--lengths`, or `--capacity DIR` of a capacity run to time each text at its own
@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..baseline import generate
-from ..codec import decode_ids
+from ..decoding import decode_ids, generate
 from ..errors import InvalidInput
 from ..recipe import Arrangement
 from . import paper

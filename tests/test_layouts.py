@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from prototok.arrangements import BatchLayout, E, M, layout
+from prototok.layouts import BatchLayout, E, M, layout
 from prototok.recipe import Arrangement
 
 

@@ -1,8 +1,10 @@
-"""The one place that turns (e, m, N) into an input sequence, for every arrangement.
+"""Input layouts: the one place that turns trainable vectors into the model's input rows.
 
-A layout is a list of roles (0 = e, 1 = m) and an offset: output position
-`offset + i` must predict token t_(i+1). Right padding is safe without an attention
-mask: under the causal mask a padded tail cannot change the positions before it.
+One-step (the paper): a layout is a list of roles (0 = e, 1 = m) and an offset: output
+position `offset + i` must predict token t_(i+1), for every arrangement of Table 1.
+[mem] (Kuratov): k vectors, then the text shifted by one; output k-1+i predicts t_(i+1).
+Right padding is safe without an attention mask: under the causal mask a padded tail
+cannot change the positions before it.
 
 An optional fixed *sink* (the model's BOS embedding, frozen, not trained) can sit before
 the proto-tokens: models trained with BOS always at position 0 use that position as an
@@ -77,11 +79,27 @@ class BatchLayout:
         pair = torch.stack([e, m], dim=1)  # (B, 2, d)
         index = self.roles.unsqueeze(-1).expand(-1, -1, pair.shape[-1])  # (B, L, d)
         z = torch.gather(pair, 1, index)  # (B, L, d)
-        if self.sink is None:
-            return z
-        return torch.cat([self.sink.to(z.dtype).expand(len(z), 1, -1), z], dim=1)  # (B, 1 + L, d)
+        return with_sink(z, self.sink)  # (B, [1 +] L, d)
 
     def target_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, L, V) -> (B, Nmax, V): the logits that predict t_1..t_N of each row."""
         index = self.positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (B, Nmax, V)
         return torch.gather(logits, 1, index)
+
+
+class MemLayout:
+    """Target positions and loss mask of [mem x k, text] rows of different lengths."""
+
+    def __init__(self, k: int, lengths: torch.Tensor):
+        n = int(lengths.max())
+        ar = torch.arange(n, device=lengths.device)
+        self.lengths = lengths  # (A,)
+        self.positions = (k - 1 + ar).expand(len(lengths), n)  # (A, Nmax)
+        self.mask = ar[None, :] < lengths[:, None]  # (A, Nmax)
+
+
+def with_sink(x: torch.Tensor, sink: torch.Tensor | None) -> torch.Tensor:
+    """(B, L, d) -> (B, 1 + L, d) with the frozen sink (d elements) first, or unchanged without one."""
+    if sink is None:
+        return x
+    return torch.cat([sink.to(x.device, x.dtype).reshape(1, 1, -1).expand(len(x), 1, -1), x], 1)
