@@ -1,10 +1,12 @@
 """The results layer that experiments and benchmarks share (`prototok.results`), the run that
-is built on it, and the capacity walk."""
+is built on it, the capacity walk, and the benchmark that walks lengths with it."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from prototok.results.rows import ResultsCSV, read_rows
 from prototok.results.stats import mean, mean_std, std
 from prototok.results.tables import markdown_table, records_table
 
+REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["task", "setting", "text", "accuracy", "note"]
 
 
@@ -112,3 +115,28 @@ def test_run_constructor_touches_nothing_until_start(tmp_path, tiny):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["sessions"][-1]["finished"]
     with pytest.raises(InvalidInput):  # refused before any model loads
         Run.open(Args(**{**vars(args), "recipe": "nope", "model": "no-such-model"}), tmp_path / "other", [])
+
+
+@pytest.fixture
+def bench_longest(monkeypatch, tmp_path):
+    """`bench.longest` with its results written under tmp_path (bench/ is not an installed package)."""
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench import common, longest
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    return longest
+
+
+def test_bench_longest_walks_each_text_to_its_first_failure(bench_longest, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["longest", "--model", "tiny-llama", "--texts", "2", "--lengths", "1", "2", "4",
+                                      "8", "--max-steps", "20"])
+    bench_longest.main()
+    [record] = json.loads((tmp_path / "longest.json").read_text())
+    assert record["finished"] and list(record["machine"]) == [
+        "date", "host", "platform", "cpu", "cores", "torch_threads", "gpu", "torch", "load_avg_1m", "cpu_bf16_flags"]
+    for text in (0, 1):
+        mine = [r for r in record["rows"] if r["text"] == text]
+        assert [r["length"] for r in mine] == [1, 2, 4, 8][: len(mine)]  # in order, from the shortest
+        assert all(r["lossless"] for r in mine[:-1])  # only the last may fail; after a failure the walk stops
+        assert record["longest"][text] == max((r["length"] for r in mine if r["lossless"]), default=0)
+    assert (tmp_path / "longest.md").read_text().startswith("# longest\n\n_Measured ")
