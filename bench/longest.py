@@ -48,8 +48,9 @@ def report(lm, texts, rows: list[dict], args, cfg: EncodeConfig, done: bool) -> 
     md += (f"\n\nLongest lossless prefix per text: {best} tokens{'' if done else ' so far (run not finished)'} "
            f"(lengths tried: {args.lengths}; a text stops at its first failure). Model {lm.name}, prose passages "
            f"{[t.source for t in texts]}, recipe `{args.recipe}` ({cfg.recipe.to_dict()}).")
-    write("longest", {"started": args.started, "machine": machine(), "model": lm.name, "recipe": cfg.recipe.to_dict(), "rows": rows,
-                      "longest": best, "sources": [t.source for t in texts], "finished": done}, md, append=False)
+    write("longest", {"started": args.started, "machine": machine(), "model": lm.name, "recipe": cfg.recipe.to_dict(),
+                      "rows": rows, "longest": best, "sources": [t.source for t in texts], "finished": done},
+          md, append=False)
 
 
 def main() -> None:
