@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from prototok import RECIPES, EncodeConfig, encode_texts, load_model
+from prototok import EncodeConfig, encode_texts, load_model
+from prototok.results.tables import records_table
 
-from .common import machine, table, write
+from .common import add_encode_options, encode_config, machine, write
 from .sentences import texts_of_about
 
 
@@ -27,15 +28,13 @@ def encode(lm, texts: list[str], cfg: EncodeConfig) -> tuple[float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--recipe", default="tuned")
+    add_encode_options(ap)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--sequential", type=int, default=8, help="texts encoded one at a time, for comparison")
-    ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--tokens", type=int, default=16)
     args = ap.parse_args()
     lm = load_model(args.model)
-    cfg = EncodeConfig(recipe=RECIPES[args.recipe].with_(max_steps=args.max_steps))
+    cfg = encode_config(args)
     texts = texts_of_about(lm, max(args.sizes + [args.sequential]), args.tokens)
     rows = []
     if args.sequential:
@@ -48,7 +47,7 @@ def main() -> None:
         secs, ok = encode(lm, texts[:b], cfg)
         rows.append({"mode": f"batch of {b}", "texts": b, "lossless": ok, "seconds": secs, "texts_per_s": b / secs})
         print(rows[-1], flush=True)
-    md = table(rows, ["mode", "texts", "lossless", "seconds", "texts_per_s"])
+    md = records_table(rows, ["mode", "texts", "lossless", "seconds", "texts_per_s"])
     md += f"\n\nModel {lm.name}, recipe `{args.recipe}` ({cfg.recipe.to_dict()}), texts of about {args.tokens} tokens."
     write("batching", {"machine": machine(), "model": lm.name, "recipe": cfg.recipe.to_dict(), "rows": rows}, md)
 

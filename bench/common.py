@@ -1,42 +1,35 @@
-"""What every benchmark shares: the machine it ran on, and writing results next to it.
+"""What only the benchmarks share: their machine record, their results files and their options.
 
 Numbers go to bench/results/<name>.json (raw, appended per run) and <name>.md (the
 latest run as a table). Timings on a shared machine are only as good as its load, so
-the load average is recorded with every run.
+the load average is recorded with every run. Tables, timing and the CPU/GPU names come
+from the results layer the experiments use too (`prototok.results`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import argparse
 import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from prototok import RECIPES, EncodeConfig
+from prototok.results.provenance import cpu_name, gpu_name, utc_now
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    """The machine and its load now, as every bench/results/<name>.json record stores it."""
     from prototok.models import cpu_bf16_flags
 
-    flags = cpu_bf16_flags()
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__,
-        "load_avg_1m": round(os.getloadavg()[0], 2), "cpu_bf16_flags": flags,
+        "date": utc_now(), "host": platform.node(), "platform": platform.platform(), "cpu": cpu_name(),
+        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu_name(),
+        "torch": torch.__version__, "load_avg_1m": round(os.getloadavg()[0], 2), "cpu_bf16_flags": cpu_bf16_flags(),
     }
 
 
@@ -57,27 +50,13 @@ def write(name: str, record: dict, markdown: str, append: bool = True) -> None:
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{head}{markdown}\n")
 
 
-def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall seconds of fn(), after warm-up, synchronising the GPU if there is one."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def add_encode_options(ap: argparse.ArgumentParser) -> None:
+    """--model, --recipe and --max-steps, as the benchmarks that encode take them."""
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--recipe", default="tuned")
+    ap.add_argument("--max-steps", type=int, default=None)
 
 
-def table(rows: list[dict], cols: list[str]) -> str:
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
-    return "\n".join(out)
-
-
-def _fmt(v: object) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+def encode_config(args: argparse.Namespace, **recipe_changes) -> EncodeConfig:
+    """The --recipe preset with --max-steps (and any other recipe field given) applied."""
+    return EncodeConfig(recipe=RECIPES[args.recipe].with_(max_steps=args.max_steps, **recipe_changes))

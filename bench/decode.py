@@ -14,8 +14,10 @@ import torch
 
 from prototok import Arrangement, load_model
 from prototok.decoding import decode_ids, generate
+from prototok.results.tables import records_table
+from prototok.results.timing import median_seconds
 
-from .common import machine, median_time, table, write
+from .common import machine, write
 
 
 def main() -> None:
@@ -30,12 +32,12 @@ def main() -> None:
     for n in args.lengths:
         e, m = torch.randn(1, d) * std, torch.randn(1, d) * std
         mem = torch.randn(1, 1, d) * std
-        one = median_time(lambda e=e, m=m, n=n: decode_ids(lm, Arrangement.E_MN1, e, m, [n]), args.repeats)
-        ar = median_time(lambda mem=mem, n=n: generate(lm, mem, n), args.repeats)
+        one = median_seconds(lambda e=e, m=m, n=n: decode_ids(lm, Arrangement.E_MN1, e, m, [n]), args.repeats)
+        ar = median_seconds(lambda mem=mem, n=n: generate(lm, mem, n), args.repeats)
         rows.append({"length": n, "one_pass_ms": one * 1e3, "autoregressive_ms": ar * 1e3, "speedup": ar / one})
         print(rows[-1], flush=True)
     mean = statistics.mean(r["speedup"] for r in rows)
-    md = table(rows, ["length", "one_pass_ms", "autoregressive_ms", "speedup"])
+    md = records_table(rows, ["length", "one_pass_ms", "autoregressive_ms", "speedup"])
     md += f"\n\nMean speedup of one-pass over autoregressive decoding: **{mean:.1f}x** (model {lm.name}, batch 1)."
     write("decode", {"machine": machine(), "model": lm.name, "rows": rows, "mean_speedup": mean}, md)
 

@@ -10,6 +10,7 @@ Printed lines are collected by hand into bench/results/levers.md.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -42,9 +43,13 @@ def held_out(lm) -> list[list[int]]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dtype", help="the model's dtype: float32 or bfloat16")
+    ap.add_argument("variants", help='JSON: {"variant name": {recipe field: value, ...}, ...}')
+    args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    dtype, variants = sys.argv[1], json.loads(sys.argv[2])
+    dtype, variants = args.dtype, json.loads(args.variants)
     opt = importlib.import_module("prototok.optimize")
     opt = sys.modules["prototok.optimize"]  # the module (prototok.optimize the name is the function)
     lm = load_model(dtype=dtype)

@@ -15,8 +15,9 @@ import dataclasses
 import statistics
 
 from prototok import RECIPES, EncodeConfig, Recipe, encode_texts, load_model
+from prototok.results.tables import records_table
 
-from .common import machine, table, write
+from .common import machine, write
 from .sentences import SENTENCES
 
 
@@ -65,9 +66,9 @@ def main() -> None:
         rows = run(lm, spec, recipe, texts)
         all_rows += rows
         summary.append(summarise(rows, recipe.to_dict()))
-    md = table(summary, ["recipe", "lossless", "mean_accuracy", "median_steps", "median_seconds", "max_seconds"])
+    md = records_table(summary, ["recipe", "lossless", "mean_accuracy", "median_steps", "median_seconds", "max_seconds"])
     md += "\n\nRecipes:\n\n" + "\n".join(f"- `{s['recipe']}`: `{s['settings']}`" for s in summary)
-    md += "\n\nPer sentence:\n\n" + table(all_rows, ["recipe", "text", "n_tokens", "accuracy", "lossless", "steps", "seconds"])
+    md += "\n\nPer sentence:\n\n" + records_table(all_rows, ["recipe", "text", "n_tokens", "accuracy", "lossless", "steps", "seconds"])
     write("recipe", {"machine": machine(), "model": lm.name, "summary": summary, "rows": all_rows}, md)
 
 

@@ -16,7 +16,6 @@ Run: python -m bench.robustness [--texts 10] [--margins 0 1.0]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 from itertools import chain
 
@@ -25,8 +24,10 @@ import torch
 from prototok import EncodeConfig, Encoding, decode, decode_ids, encode_texts, load_model
 from prototok.errors import DecodeMismatch
 from prototok.recipe import TUNED
+from prototok.results.provenance import utc_now
+from prototok.results.tables import records_table
 
-from .common import machine, table, write
+from .common import machine, write
 from .sentences import SENTENCES
 
 
@@ -83,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     models = {"float32": load_model(dtype="float32"), "bfloat16": load_model(dtype="bfloat16")}
     threads = torch.get_num_threads()
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = utc_now()
     texts = SENTENCES[: args.texts]
     rows = []
     for made, lm in models.items():
@@ -116,7 +117,7 @@ def report(rows: list[dict], started: str) -> None:
           "`other-dtype-exact`: encodings that `decode` still rebuilds exactly (with their corrections) "
           "in the other dtype. `other-threads`: decoded with "
           f"{other_threads(torch.get_num_threads())} torch thread(s) instead of the run's "
-          f"{torch.get_num_threads()}.\n\n" + table(rows, cols))
+          f"{torch.get_num_threads()}.\n\n" + records_table(rows, cols))
     write("robustness", {"started": started, "machine": machine(), "rows": rows}, md, append=False)
 
 

@@ -25,8 +25,9 @@ import time
 from prototok import RECIPES, EncodeConfig, load_model
 from prototok.codec import chunk, chunk_size, package, tokenize_checked
 from prototok.optimize import optimize, straight_through_phase
+from prototok.results.tables import records_table
 
-from .common import RESULTS, machine, table, write
+from .common import RESULTS, add_encode_options, encode_config, machine, write
 from .sentences import SENTENCES, texts_of_about
 
 # name -> (storage, rank); the first is today's default, the baseline of the time ratio
@@ -133,7 +134,7 @@ def plot(rows: list[dict], names: list[str], model: str, name: str) -> None:
 def report(lm, rows: list[dict], names: list[str], args, done: bool) -> None:
     md = ""
     for kind in dict.fromkeys(r["kind"] for r in rows):
-        md += f"## {kind}\n\n{table(summarise(rows, kind, names), list(summarise(rows, kind, names)[0]))}\n\n"
+        md += f"## {kind}\n\n{records_table(summarise(rows, kind, names), list(summarise(rows, kind, names)[0]))}\n\n"
         md += yardsticks(rows, kind) + "\n\n"
     md += ("`vectors_bytes`: the stored vectors (int8 includes a float32 scale per vector); `file_bytes`: the whole "
            ".safetensors file (its JSON metadata is most of it); `bits_per_char`: 8 x vectors_bytes / characters; "
@@ -144,7 +145,7 @@ def report(lm, rows: list[dict], names: list[str], args, done: bool) -> None:
     caps = f", low-rank options capped at {args.rank_max_steps} steps" if args.rank_max_steps else ""
     md += (f"Model {lm.name} in {lm.dtype}, recipe `{args.recipe}`{caps}"
            f"{'' if done else '; run not finished'}.\n\n")
-    md += f"![bytes vs text length]({args.name}.png)\n\nPer encoding:\n\n" + table(rows, list(rows[0]))
+    md += f"![bytes vs text length]({args.name}.png)\n\nPer encoding:\n\n" + records_table(rows, list(rows[0]))
     write(args.name, {"started": args.started, "machine": machine(), "model": lm.name, "dtype": str(lm.dtype),
                    "recipe": RECIPES[args.recipe].to_dict(), "options": names, "rows": rows, "finished": done},
           md, append=False)
@@ -153,19 +154,17 @@ def report(lm, rows: list[dict], names: list[str], args, done: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--recipe", default="tuned")
+    add_encode_options(ap)
     ap.add_argument("--options", nargs="+", default=DEFAULT)
     ap.add_argument("--texts", type=int, default=len(SENTENCES))
     ap.add_argument("--passages", type=int, nargs="*", default=[], help="also prose passages of these token counts")
     ap.add_argument("--passage-texts", type=int, default=2)
-    ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--rank-max-steps", type=int, default=None, help="a smaller step budget for low-rank options")
     ap.add_argument("--name", default="size", help="results file name under bench/results/")
     args = ap.parse_args()
     args.started = machine()["date"]
     lm = load_model(args.model)
-    cfg = EncodeConfig(recipe=RECIPES[args.recipe].with_(max_steps=args.max_steps))
+    cfg = encode_config(args)
     work = [("sentences", t) for t in SENTENCES[: args.texts]]
     for n in args.passages:
         work += [(f"passages of ~{n} tokens", t) for t in texts_of_about(lm, 10 + args.passage_texts, n)[10:]]

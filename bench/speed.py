@@ -18,7 +18,6 @@ Run: python -m bench.speed [--passages 5] [--baseline 15b1825] [--baseline-cap 3
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
@@ -29,7 +28,10 @@ import tempfile
 from io import BytesIO
 from pathlib import Path
 
-from .common import machine, table, write
+from prototok.results.provenance import utc_now
+from prototok.results.tables import records_table
+
+from .common import machine, write
 from .sentences import SENTENCES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +144,7 @@ def main() -> None:
     ap.add_argument("--ablation", type=int, default=0, metavar="N",
                     help="instead: each lever alone on the first N sentences (results in speed-ablation)")
     args = ap.parse_args()
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = utc_now()
     old = Side("old", snapshot(args.baseline))
     new = Side("new", None)
     if args.ablation:
@@ -199,7 +201,7 @@ def ablation(started: str, args, old: Side, new: Side) -> None:
                             "speedup": f"{base / med:.1f}x"})
         md = (f"Each lever alone on the first {i + 1} sentences, all sides in one run, one sentence at a time "
               f"(old = `{args.baseline}`). New default recipe: `{recipe_now}`."
-              "\n\n" + table(summary, ["lever", "dtype", "lossless", "median_steps", "median_s", "speedup"]))
+              "\n\n" + records_table(summary, ["lever", "dtype", "lossless", "median_steps", "median_s", "speedup"]))
         write("speed-ablation", {"started": started, "machine": machine(), "summary": summary, "rows": rows}, md,
               append=False)
     old.close()
@@ -212,9 +214,9 @@ def report(started: str, args, old: Side, new: Side, rows: list[dict]) -> None:
              f"new = this commit ({new.info['dtype']}, {new.info['threads']} threads)")
     md = (f"{sides}. Each item ran on the old side, then the new, in one run. `capped`: the old side's "
           f"steps were capped at {args.baseline_cap} (64-token passages), so its time is a lower bound.\n\n")
-    md += table(summary, ["work", "side", "lossless", "median_s", "max_s", "median_steps", "tokens_per_s",
+    md += records_table(summary, ["work", "side", "lossless", "median_s", "max_s", "median_steps", "tokens_per_s",
                           "capped", "speedup_median"])
-    md += "\n\nEvery item:\n\n" + table(rows, ["item", "kind", "side", "texts", "n_tokens", "lossless", "steps",
+    md += "\n\nEvery item:\n\n" + records_table(rows, ["item", "kind", "side", "texts", "n_tokens", "lossless", "steps",
                                               "seconds", "capped"])
     write("speed", {"started": started, "machine": machine(), "baseline": args.baseline, "old": old.info,
                     "new": new.info, "summary": summary, "rows": rows}, md, append=False)

@@ -9,6 +9,7 @@ waits for), not the model load.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ import warnings
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()  # no options: --help says what it is
     warnings.filterwarnings("ignore")
     import torch
 

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from prototok.cli import app
 from prototok.errors import InvalidInput
-from prototok.experiments import EXPERIMENTS, capacity, datasets, distances, interpolation, runner
+from prototok.experiments import EXPERIMENTS, capacity, datasets, distances, interpolation, solving
+from prototok.experiments.arguments import Args
 from prototok.experiments.interpolation import GRID, bezier
-from prototok.experiments.runner import Args, read_rows
+from prototok.experiments.run import read_rows
 
 MINILM = distances.semantic_embeddings
 SMALL = {"model": "tiny-llama", "dataset": "prose", "texts": 2, "lengths": [2, 4], "seeds": 2, "max_steps": 5}
@@ -96,9 +97,9 @@ def test_throughput(tmp_path):
 def rerun_without_work(name: str, out, monkeypatch, **changes) -> None:
     """A finished run, run again, must only read its results back."""
     def refuse(*args, **kwargs):
-        raise AssertionError("a finished unit ran again")
+        raise AssertionError("a finished task ran again")
 
-    monkeypatch.setattr(runner, "optimize", refuse)
+    monkeypatch.setattr(solving, "optimize", refuse)
     monkeypatch.setattr(interpolation, "train_control", refuse)
     n = len(read_rows(out / "results.csv"))
     run(name, out, **changes)
@@ -136,13 +137,13 @@ def test_bezier_curve_ends_are_the_two_solutions(tmp_path, monkeypatch):
     rerun_without_work("bezier", tmp_path, monkeypatch, max_steps=10)
 
 
-def test_resume_redoes_only_missing_units(tmp_path, monkeypatch):
+def test_resume_redoes_only_missing_tasks(tmp_path, monkeypatch):
     first = run("arrangements", tmp_path)
     lines = (tmp_path / "results.csv").read_text().splitlines(keepends=True)
-    (tmp_path / "results.csv").write_text("".join(lines[:6]))  # header, 2 units of 2 rows, half of the 3rd
+    (tmp_path / "results.csv").write_text("".join(lines[:6]))  # header, 2 tasks of 2 rows, half of the 3rd
     calls = []
-    real = runner.optimize
-    monkeypatch.setattr(runner, "optimize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = solving.optimize
+    monkeypatch.setattr(solving, "optimize", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = run("arrangements", tmp_path)
     assert len(calls) == 10 - 2 and len(again) == len(first) == len(read_rows(tmp_path / "results.csv"))
     assert sorted((r["unit"], r["text"]) for r in again) == sorted((r["unit"], r["text"]) for r in first)

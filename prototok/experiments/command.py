@@ -40,7 +40,7 @@ def experiment(
 ) -> None:
     """Re-run one experiment of the paper: results.csv, summary.md, plots and run.json in --out."""
     from . import EXPERIMENTS
-    from .runner import Args
+    from .arguments import Args
 
     if name not in EXPERIMENTS:
         raise InvalidInput(f"unknown experiment '{name}' (choose from {', '.join(EXPERIMENTS)})")

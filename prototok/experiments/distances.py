@@ -25,9 +25,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_distances
 
 from ..recipe import ShareMode
+from ..results.figures import Panel, figure
+from ..results.stats import mean_std
+from ..results.tables import markdown_table
 from . import datasets
-from .plots import Panel, figure
-from .runner import Args, Run, mean_std, table
+from .arguments import Args
+from .run import Run
 
 DEFAULT_LENGTHS = [32]
 DEFAULT_SEEDS = 3  # the paper: 10 continuations per context, 10 seeds for the last one
@@ -35,32 +38,32 @@ KINDS = ("same_text", "same_context", "different_context")
 
 
 def run(args: Args, out: Path) -> Path:
-    run = Run(args, out, columns=["context", "text_b", "seed_b", "proto_distance", "tfidf_distance",
+    exp = Run.open(args, out, columns=["context", "text_b", "seed_b", "proto_distance", "tfidf_distance",
                                   "semantic_distance"])
-    n, k = run.lengths(DEFAULT_LENGTHS)[0], max(2, run.seeds(DEFAULT_SEEDS))
-    contexts, conts = datasets.contexts_and_continuations(run.lm, args.texts, n, k, args.data_seed)
-    run.texts = [datasets.Text(run.lm.detokenize(ids), ids, f"generated:{c.source}")
+    n, k = exp.lengths(DEFAULT_LENGTHS)[0], max(2, exp.seeds(DEFAULT_SEEDS))
+    contexts, conts = datasets.contexts_and_continuations(exp.lm, args.texts, n, k, args.data_seed)
+    exp.texts = [datasets.Text(exp.lm.detokenize(ids), ids, f"generated:{c.source}")
                  for c, cs in zip(contexts, conts) for ids in cs]  # text i = context i // k, continuation i % k
-    items = [(i, t.ids) for i, t in enumerate(run.texts)]
+    items = [(i, t.ids) for i, t in enumerate(exp.texts)]
     last = [(i, q) for i, q in items if i % k == k - 1]
     n_pairs = len(last) * k * (k - 1) // 2 + len(items) * (len(items) - 1) // 2  # same text + text pairs
-    run.plan(len(items) + (k - 1) * len(last) + n_pairs)
-    run.solve_unit("shared_m", items, "shared_m", save=True, share=ShareMode.SHARED_M, seeds=1, seed=0)
-    m = run.load("shared_m")["m"][0]  # (d,)
+    exp.bar.plan(len(items) + (k - 1) * len(last) + n_pairs)
+    exp.solve_task("shared_m", items, "shared_m", save=True, share=ShareMode.SHARED_M, seeds=1, seed=0)
+    m = exp.vectors.load("shared_m")["m"][0]  # (d,)
     for s in range(1, k):
-        run.solve_unit(f"seed{s}", last, "frozen_m", save=True, frozen_m=m, share=ShareMode.FROZEN_M, seeds=1, seed=s)
-    pairs = run.unit("pairs", n_pairs, lambda: _pair_rows(run, k))
-    run.close()
-    return _report(run, args, pairs, n, k)
+        exp.solve_task(f"seed{s}", last, "frozen_m", save=True, frozen_m=m, share=ShareMode.FROZEN_M, seeds=1, seed=s)
+    pairs = exp.task("pairs", n_pairs, lambda: _pair_rows(exp, k))
+    exp.close()
+    return _report(exp, args, pairs, n, k)
 
 
-def _pair_rows(run: Run, k: int) -> list[dict]:
+def _pair_rows(exp: Run, k: int) -> list[dict]:
     """Every pair of solutions that Figures 4 and 5 compare, with proto-token and text distances."""
-    e = {(i, 0): v for i, v in enumerate(run.load("shared_m")["e"])}  # (text, seed) -> (d,)
+    e = {(i, 0): v for i, v in enumerate(exp.vectors.load("shared_m")["e"])}  # (text, seed) -> (d,)
     for s in range(1, k):
-        e.update({(i, s): v for i, v in zip(range(k - 1, len(run.texts), k), run.load(f"seed{s}")["e"])})
-    tfidf = _cos(TfidfVectorizer(token_pattern=r"\S+").fit_transform([" ".join(map(str, t.ids)) for t in run.texts]))
-    sem = semantic_embeddings([t.text for t in run.texts])
+        e.update({(i, s): v for i, v in zip(range(k - 1, len(exp.texts), k), exp.vectors.load(f"seed{s}")["e"])})
+    tfidf = _cos(TfidfVectorizer(token_pattern=r"\S+").fit_transform([" ".join(map(str, t.ids)) for t in exp.texts]))
+    sem = semantic_embeddings([t.text for t in exp.texts])
     sem = _cos(sem) if sem is not None else None
     rows = []
     for (a, sa), (b, sb) in itertools.combinations(sorted(e), 2):
@@ -72,7 +75,7 @@ def _pair_rows(run: Run, k: int) -> list[dict]:
             kind = "same_context" if a // k == b // k else "different_context"
         proto = max(0.0, 1.0 - float(torch.nn.functional.cosine_similarity(e[a, sa], e[b, sb], dim=0)))
         rows.append({"kind": "pair", "setting": kind, "text": a, "seed": sa, "text_b": b, "seed_b": sb, "context": a // k,
-                         "length": len(run.texts[a].ids), "proto_distance": proto,
+                         "length": len(exp.texts[a].ids), "proto_distance": proto,
                          "tfidf_distance": float(tfidf[a, b]), "semantic_distance": "" if sem is None else float(sem[a, b])})
     return rows
 
@@ -93,7 +96,7 @@ def semantic_embeddings(texts: list[str]) -> np.ndarray | None:
         return None
 
 
-def _report(run: Run, args: Args, pairs: list[dict], n: int, k: int) -> Path:
+def _report(exp: Run, args: Args, pairs: list[dict], n: int, k: int) -> Path:
     by = {kind: [r for r in pairs if r["setting"] == kind] for kind in KINDS}
     has_sem = any(r["semantic_distance"] != "" for r in pairs)
     text_pairs = by["same_context"] + by["different_context"]
@@ -102,17 +105,18 @@ def _report(run: Run, args: Args, pairs: list[dict], n: int, k: int) -> Path:
         for kind in ("same_context", "different_context")})
         for col, label in (("tfidf_distance", "TF-IDF"), ("semantic_distance", "MiniLM")) if col != "semantic_distance"
         or has_sem]
-    figure(run.out / "distances.png", f"Cosine distances between proto-tokens ({run.lm.name})", [
+    figure(exp.out / "distances.png", f"Cosine distances between proto-tokens ({exp.lm.name})", [
         Panel("cosine distance between e vectors", "pairs", hists={
             kind.replace("_", " "): [r["proto_distance"] for r in by[kind]] for kind in KINDS})])
-    figure(run.out / "distances_text.png", f"Proto-token vs text distance ({run.lm.name})", panels)
-    acc = [r["accuracy"] for r in run.select(kind="solution")]
-    body = [(f"## Figure 4: cosine distance between e vectors ({len(run.texts) // k} contexts x {k} continuations "
+    figure(exp.out / "distances_text.png", f"Proto-token vs text distance ({exp.lm.name})", panels)
+    acc = [r["accuracy"] for r in exp.results.select(kind="solution")]
+    body = [(f"## Figure 4: cosine distance between e vectors ({len(exp.texts) // k} contexts x {k} continuations "
             f"of {n} tokens; {k} seeds for the last continuation)"), ""]
-    body += table(["pair", "n", "proto-token distance", "TF-IDF distance", "MiniLM distance"],
-                  [[kind.replace("_", " "), len(by[kind]), mean_std([r["proto_distance"] for r in by[kind]], 3),
-                    mean_std([r["tfidf_distance"] for r in by[kind]], 3),
-                    mean_std([r["semantic_distance"] for r in by[kind]], 3)] for kind in KINDS])
+    body += markdown_table(["pair", "n", "proto-token distance", "TF-IDF distance", "MiniLM distance"],
+                           [[kind.replace("_", " "), len(by[kind]),
+                             *[mean_std([r[col] for r in by[kind]], 3)
+                               for col in ("proto_distance", "tfidf_distance", "semantic_distance")]]
+                            for kind in KINDS])
     body += ["", (f"Solutions' own token accuracy: {mean_std(acc)} over {len(acc)} solutions (m shared by all; "
              "e per text and seed)."), "",
              "![Figure 4](distances.png)", "", "## Figure 5: proto-token distance vs text distance", "",
@@ -123,7 +127,7 @@ def _report(run: Run, args: Args, pairs: list[dict], n: int, k: int) -> Path:
              "are left empty.", "", "![Figure 5](distances_text.png)", "",
              ("The paper (Figures 4, 5): same-text < same-context < different-context distances, and for texts at "
              "a similar distance, same-context proto-tokens are closer.")]
-    return run.summary("Distances between proto-tokens (Figures 4 and 5)", body)
+    return exp.summary("Distances between proto-tokens (Figures 4 and 5)", body)
 
 
 def _corr(rows: list[dict], col: str) -> str:

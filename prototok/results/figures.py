@@ -1,4 +1,4 @@
-"""The figures, drawn with matplotlib's Agg backend (no display needed).
+"""PNG figures of results, drawn with matplotlib's Agg backend (no display needed).
 
 One function, `figure`, draws one or more side-by-side panels; a panel is a `Panel` of
 lines with a ±std band, scattered points (with group means as large markers, as in the
