@@ -16,10 +16,11 @@ import itertools
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..decoding import decode_ids
 from ..layouts import BatchLayout
+from ..metrics import c_tokens
+from ..problem import pad_right, token_loss
 from ..recipe import Arrangement
 from ..results.figures import Panel, figure
 from ..results.stats import mean, mean_std, series
@@ -81,7 +82,7 @@ def _accuracy_rows(exp: Run, setting: str, pairs: list, seqs: list[list[int]], p
     rows = []
     for j, (ids, q) in enumerate(zip(pred, targets)):
         (i, a, b), tj = pairs[j // len(GRID)], GRID[j % len(GRID)]
-        c = sum(int(x == y) for x, y in zip(ids, q))
+        c = c_tokens(ids, q)
         rows.append({"kind": "curve", "setting": setting, "text": i, "seed": a, "seed_b": b, "t": tj, "length": len(q),
                          "accuracy": c / len(q), "c_tokens": c})
     return rows
@@ -96,10 +97,7 @@ def train_control(exp: Run, p1: torch.Tensor, p2: torch.Tensor, seqs: list[list[
     lm, r, d = exp.lm, exp.recipe, exp.lm.hidden_size
     sink = lm.sink_embedding() if r.sink else None
     layout = BatchLayout(Arrangement.E_MN1, [len(q) for q in seqs], lm.device, sink)
-    targets = torch.zeros(layout.mask.shape, dtype=torch.long)
-    for j, q in enumerate(seqs):
-        targets[j, : len(q)] = torch.tensor(q)
-    targets = targets.to(lm.device)  # (P, Nmax)
+    targets = pad_right(seqs, layout.mask.shape[1]).to(lm.device)  # (P, Nmax)
     p1, p2 = p1.to(lm.device), p2.to(lm.device)
     gap = (p2 - p1).pow(2).mean(1, keepdim=True).sqrt()  # (P, 1): RMS coordinate distance of the ends
     delta = torch.zeros_like(p1, requires_grad=True)  # (P, 2d): pi = midpoint + gap * delta
@@ -111,8 +109,7 @@ def train_control(exp: Run, p1: torch.Tensor, p2: torch.Tensor, seqs: list[list[
         phi = bezier(p1, pi, p2, t)[:, 0]  # (P, 2d)
         z = layout.inputs(phi[:, :d], phi[:, d:]).to(lm.dtype)  # (P, L, d)
         logits = layout.target_logits(lm.model(inputs_embeds=z).logits)  # (P, Nmax, V)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (P, Nmax)
-        loss = ((ce * layout.mask).sum(1) / layout.mask.sum(1)).sum()  # sum: pairs are independent
+        loss = token_loss(logits.float(), targets, layout.mask).sum()  # sum: pairs are independent
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
