@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,15 +20,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 SERVER_HELP = "Run on a prototok service at this URL (e.g. http://127.0.0.1:8000) instead of here."
 KEY_HELP = "API key for --server (default: PROTOTOK_API_KEY, which keeps it out of the process list)."
-
-
-def _quiet_libraries() -> None:
-    """Model loading logs progress bars and warnings that are noise on a CLI."""
-    warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -153,11 +143,11 @@ def encode(
 
 def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict:
     from .codec import encode_texts
-    from .models import load_model
+    from .models import load_model, quiet_libraries
     from .recipe import encode_config
 
     cfg = encode_config(**options)
-    _quiet_libraries()
+    quiet_libraries()
     lm = load_model(model)
     bar, report = _progress_bar(cfg.recipe.max_steps)
     [enc] = encode_texts(lm, [body], cfg, progress=report)
@@ -217,10 +207,10 @@ def _decode_here(file: Path, model: str | None, dtype: str | None = None) -> tup
     a low-margin token (then the checksum fails and the message names the dtype to use)."""
     from .codec import decode as decode_encodings
     from .encoding import Encoding
-    from .models import canonical_name, load_model
+    from .models import canonical_name, load_model, quiet_libraries
 
     enc = Encoding.load(file)
-    _quiet_libraries()
+    quiet_libraries()
     lm = load_model(canonical_name(model) if model else enc.model, dtype=dtype or enc.compute_dtype)
     [res] = decode_encodings(lm, [enc])
     return res.text, res.accuracy, res.seconds

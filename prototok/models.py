@@ -150,6 +150,17 @@ def configure_threads(threads: int | None = None) -> int:
     return n
 
 
+def quiet_libraries() -> None:
+    """Model loading logs progress bars and warnings: noise on a CLI, and they break its progress bar."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def load_model(name: str | None = None, device: str | None = None, dtype: str | None = None) -> LanguageModel:
     """Load (once per process) a frozen LM by alias, HF name, directory or .gguf path."""
     name = name or get_settings().model

@@ -39,6 +39,7 @@ def experiment(
     capacity: Annotated[Path | None, typer.Option(help="throughput: a capacity run's folder; time each text at its own lossless lengths.")] = None,
 ) -> None:
     """Re-run one experiment of the paper: results.csv, summary.md, plots and run.json in --out."""
+    from ..models import quiet_libraries
     from . import EXPERIMENTS
     from .arguments import Args
 
@@ -46,20 +47,9 @@ def experiment(
         raise InvalidInput(f"unknown experiment '{name}' (choose from {', '.join(EXPERIMENTS)})")
     if dataset not in DATASETS[:3] and not dataset.startswith("file:") and not Path(dataset).exists():
         raise InvalidInput(f"unknown dataset '{dataset}' (choose from random, prose, generated, file:PATH)")
-    _quiet_libraries()
+    quiet_libraries()
     args = Args(name=name, model=model, dataset=dataset, texts=texts, lengths=parse_lengths(lengths), seeds=seeds,
                 max_steps=max_steps, recipe=recipe, data_seed=data_seed, device=device,
                 capacity=str(capacity) if capacity else None)
     summary = EXPERIMENTS[name](args, out or Path("runs/experiments") / name)
     typer.echo(f"{summary.parent}: results.csv, summary.md, run.json and plots written")
-
-
-def _quiet_libraries() -> None:
-    """Model loading logs progress bars and warnings that would break the progress bar."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    warnings.filterwarnings("ignore")
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
