@@ -125,7 +125,7 @@ def wait_for(check, timeout: float, what: str, proc: Proc | None = None, every: 
 
 def make_key(redis_url: str, name: str, admin: bool = False) -> str:
     """A new API key in the service's Redis, as `prototok keys create` makes it."""
-    from app.keys import KeyStore
+    from service.keys import KeyStore
 
     return KeyStore(redis_lib.Redis.from_url(redis_url)).create(name, admin=admin)
 

@@ -270,7 +270,7 @@ def test_request_rate_per_key(strict_api, other_key):
 def test_jobs_at_once_per_key_and_queue_position(strict_api, other_key, service_redis):
     from rq.job import Job, JobStatus
 
-    from app.metrics import record_encode
+    from service.durations import record_encode
 
     time.sleep(1.05)  # a fresh rate window
     record_encode(service_redis, 2.0, model="tiny-llama")  # so that an ETA can be given

@@ -251,7 +251,7 @@ def test_streamed_body_over_the_limit_is_stopped(api, path, content_type):
 
 def test_damaged_blob_fails_its_checksum(api, service_redis):
     """A stored encoding whose bytes changed in Redis is refused, never decoded into other text."""
-    from app.store import EncodingStore
+    from service.store import EncodingStore
 
     lm = load_model("tiny-llama")
     [enc] = encode_texts(lm, ["checksum"], EncodeConfig(recipe=TUNED.with_(max_steps=2, seeds=1)))
@@ -318,7 +318,7 @@ def test_upload_over_the_position_limit_is_413(api, finished, lengths):
 
 def test_stored_encoding_over_the_position_limit_is_413_and_kept(api, service_redis):
     """Stored before the limit was lowered, say: refused with a clear code, still downloadable."""
-    from app.store import EncodingStore
+    from service.store import EncodingStore
 
     lm = load_model("tiny-llama")
     text = "a long stored text " * 40

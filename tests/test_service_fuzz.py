@@ -46,10 +46,10 @@ def stored_embeddings(owner: str, n: int) -> list[str]:
     """Real encodings of tiny-llama, stored as the worker stores them, owned by `owner`."""
     import redis as redis_lib
 
-    from app.store import EncodingStore
     from prototok import EncodeConfig, load_model
     from prototok.codec import encode_texts
     from prototok.recipe import TUNED
+    from service.store import EncodingStore
 
     store = EncodingStore(redis_lib.Redis.from_url(SERVICE_REDIS_URL))
     encs = encode_texts(load_model("tiny-llama"), [f"fuzz {i}" for i in range(n)],

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import wait_job
 
-from app.safejob import SafeJob as Job
 from prototok import Progress
+from service.safejob import SafeJob as Job
 from worker.progress import HISTORY_POINTS, ProgressReporter
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ def test_jobs_run_in_the_worker_process_itself(api, tiny_worker):
     """SimpleWorker: no fork per job, so the process that loaded the model runs every job."""
     from conftest import SERVICE_REDIS_URL
 
-    from app import safejob
     from app.deps import redis_for
+    from service import safejob
 
     pids = []
     for text in ("one", "two"):

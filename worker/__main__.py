@@ -11,11 +11,11 @@ import os
 import socket
 import sys
 
-from app import safejob
-from app.queues import announce, queue_name, withdraw
 from prototok import PrototokError, load_model
 from prototok.models import canonical_name
 from prototok.settings import get_settings
+from service import safejob
+from service.queues import announce, queue_name, withdraw
 
 from .retry import best_effort, connect
 from .runner import ModelWorker, Pulse
