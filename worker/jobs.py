@@ -39,7 +39,7 @@ log = logging.getLogger("prototok.worker")
 
 
 class JobCanceled(Exception):
-    """DELETE /v1/jobs/{id} asked this job to stop (app/cancel.py)."""
+    """DELETE /v1/jobs/{id} asked this job to stop (service/cancel.py)."""
 
     code = "canceled"
 

@@ -9,7 +9,7 @@ the first TTL after a Redis restart: `safejob.cleanup_abandoned`).
 `owned_job` is the one way a route gets a job by id: it checks the id's form before RQ sees it
 and the caller's right to see the job, and answers the same 404 for each failure. Any route with
 a `{job_id}` takes it as a dependency (`OwnedJobDep`). Jobs are read as JSON and checked
-(`app/safejob.py`): a record this service did not write is 500 `corrupt_job_record`.
+(`service/safejob.py`): a record this service did not write is 500 `corrupt_job_record`.
 """
 
 from __future__ import annotations
