@@ -1,6 +1,6 @@
 """The job's progress as the web page draws it: history, token strip, and what they end at.
 
-Against the real Redis, a real tiny-llama worker and the API. tiny-llama's tokenizer is
+Against the real Redis, the API and a tiny-llama worker in this process. tiny-llama's tokenizer is
 byte-level, so its tokens of an ASCII text are its characters.
 """
 
