@@ -1,7 +1,6 @@
-"""Workers: a killed worker process's job ends failed (with the API as a process too), and a job past
-its time limit fails while the worker goes on (the worker in this process's main thread, where
-the limit is SIGALRM as in `python -m worker`). That jobs run in the worker process itself is in
-tests/test_service_e2e.py."""
+"""Workers: jobs run in the worker's own process (no fork), a killed worker process's job ends
+failed (the API a process too), and a job past its time limit fails while the worker goes on
+(the worker in this process's main thread, where the limit is SIGALRM as in `python -m worker`)."""
 
 from __future__ import annotations
 
@@ -13,6 +12,22 @@ from conftest import LocalWorker, start_worker, wait_for, wait_job, wait_served
 pytestmark = pytest.mark.integration
 
 HEARTBEAT_TTL_S = 4  # service_env's PROTOTOK_HEARTBEAT_TTL_S
+
+
+def test_jobs_run_in_the_worker_process_itself(api, tiny_worker):
+    """SimpleWorker: no fork per job, so the process that loaded the model runs every job (the
+    worker runs on a thread of the test process: that process)."""
+    from conftest import SERVICE_REDIS_URL
+
+    from app.deps import redis_for
+    from service import safejob
+
+    pids = []
+    for text in ("one", "two"):
+        job_id = api.http.post("/v1/encode", json={"text": text, "options": {"max_steps": 3}}).json()["job_id"]
+        assert wait_job(api, job_id, 300, tiny_worker)["status"] == "finished"
+        pids.append(safejob.fetch(job_id, redis_for(SERVICE_REDIS_URL)).meta["worker_pid"])
+    assert pids == [tiny_worker.pid, tiny_worker.pid]
 
 
 def test_killed_worker_leaves_its_job_failed_with_a_reason(process_api, service_logs):
@@ -50,10 +65,11 @@ def test_killed_worker_leaves_its_job_failed_with_a_reason(process_api, service_
 
 
 def test_job_past_its_time_limit_fails_and_the_worker_goes_on(api):
-    """PROTOTOK_JOB_TIMEOUT_S: RQ ends the job (job_timeout); the same worker takes the next job."""
+    """PROTOTOK_JOB_TIMEOUT_S: RQ ends the job (job_timeout); the same worker takes the next job.
+    A queue of its own: the module's worker on a thread does not take these jobs."""
     worker = LocalWorker("tiny-llama")
     try:
-        with api.configured(PROTOTOK_JOB_TIMEOUT_S="2"):
+        with api.configured(PROTOTOK_JOB_TIMEOUT_S="2", PROTOTOK_QUEUE_NAME="prototok-timeout"):
             text = "a text long enough that a random tiny model keeps optimising it for a long while"
             job_id = api.http.post("/v1/encode", json={"text": text, "options": {"max_steps": 5000, "seeds": 1}}).json()["job_id"]
             worker.burst()
