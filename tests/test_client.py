@@ -142,7 +142,8 @@ def test_503_is_retried_then_raised_with_its_code(service_logs):
                     PROTOTOK_AUTH="off")
     sent = []
     try:
-        with Client(down.url, retry=Retry(attempts=2, backoff_s=0.05)) as c:
+        # max_wait_s caps the 5 s Retry-After of the API (that it is honoured: test_429_waits_what_retry_after_says)
+        with Client(down.url, retry=Retry(attempts=2, backoff_s=0.05, max_wait_s=0.05)) as c:
             c.http.event_hooks["request"].append(sent.append)
             with pytest.raises(Unavailable) as err:
                 c.encode("hi")
