@@ -12,10 +12,11 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.errors import Unauthorized
+from service.keys import SANDBOX, Caller, KeyStore
+from service.quotas import check_rate
+
 from .deps import RedisDep, SettingsDep
-from .errors import Unauthorized
-from .keys import SANDBOX, Caller, KeyStore
-from .quotas import check_rate
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `prototok keys create NAME`")
 

@@ -49,9 +49,9 @@ from prototok.codec import Decoded, check_vectors, dtype_name
 from prototok.models import configure_threads
 from prototok.recipe import Arrangement
 from prototok.settings import Settings
+from service.errors import ServiceError
 
-from .errors import ServiceError
-from .metrics import DECODE_BATCH
+from .telemetry import DECODE_BATCH
 
 log = logging.getLogger("prototok.api")
 

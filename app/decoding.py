@@ -21,8 +21,7 @@ from prototok import LanguageModel, load_model
 from prototok.errors import UnknownModel
 from prototok.models import canonical_name, known_models
 from prototok.settings import Settings
-
-from .queues import served_models
+from service.queues import served_models
 
 log = logging.getLogger("prototok.api")
 

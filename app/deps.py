@@ -15,10 +15,9 @@ from redis import Redis
 from rq import Queue
 
 from prototok.settings import Settings, get_settings
-
-from . import safejob
-from .queues import queue_name
-from .store import EncodingStore
+from service import safejob
+from service.queues import queue_name
+from service.store import EncodingStore
 
 
 def settings_dep() -> Settings:

@@ -1,8 +1,9 @@
-"""Service errors and the HTTP answer of every error: JSON with a stable `code` and a message.
+"""The HTTP answer of every error: JSON with a stable `code` and a message.
 
-Core errors (`prototok.errors`) are the caller's fault and become 4xx; the service adds the
-ones only a service has (unknown job, model nobody serves, ...). Anything else is a bug
-and answers 500 with code `internal_error`, still as JSON.
+Core errors (`prototok.errors`) and the service's own (`service.errors`: unknown job, model
+nobody serves, ...) each carry their `code` and HTTP `status`; this module only turns them,
+and the web stack's own failures (validation, routing, body parsing), into answers. Anything
+else is a bug and answers 500 with code `internal_error`, still as JSON.
 """
 
 from __future__ import annotations
@@ -21,82 +22,8 @@ from prototok.errors import PrototokError
 log = logging.getLogger("prototok.api")
 
 
-class ServiceError(PrototokError):
-    """An error only the service can have; `headers` go with its answer."""
-
-    code = "invalid_request"
-    status = 400
-    headers: dict[str, str] | None = None
-
-
-class JobNotFound(ServiceError):
-    code, status = "job_not_found", 404
-
-
-class JobEnded(ServiceError):
-    """DELETE of a job that already finished or failed: there is nothing left to cancel."""
-
-    code, status = "job_ended", 409
-
-
-class EmbeddingNotFound(ServiceError):
-    code, status = "embedding_not_found", 404
-
-
-class ModelNotServed(ServiceError):
-    """A real model, but no live worker listens on its queue: the job would wait forever."""
-
-    code, status = "model_not_served", 409
-
-
-class TooManyTexts(ServiceError):
-    code, status = "too_many_texts", 413
-
-
-class CorruptJobRecord(ServiceError):
-    """A job hash in Redis that this service did not write (not JSON, another function): never run or shown."""
-
-    code, status = "corrupt_job_record", 500
-
-
-class Unauthorized(ServiceError):
-    """No key, or one that is unknown or revoked (RFC 6750: say which scheme to use)."""
-
-    code, status = "unauthorized", 401
-
-    def __init__(self, message: str, invalid: bool = False):
-        super().__init__(message)
-        self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid else "Bearer"}
-
-
-class RateLimited(ServiceError):
-    code, status = "rate_limited", 429
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after)}
-
-
-class TooManyJobs(ServiceError):
-    code, status = "too_many_jobs", 429
-
-    def __init__(self, message: str, retry_after: int = 10):
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after)}
-
-
-class EncodeBudgetExceeded(ServiceError):
-    code, status = "encode_budget_exceeded", 413
-
-
-class ChecksumMismatch(ServiceError):
-    """A stored blob whose sha256 no longer matches: refuse it rather than decode wrong text."""
-
-    code, status = "checksum_mismatch", 409
-
-
 def status_of(exc: PrototokError) -> int:
-    """Every error class carries its HTTP status (`prototok.errors`); service errors add theirs."""
+    """Every error class carries its HTTP status (`prototok.errors`, `service.errors`)."""
     return exc.status
 
 

@@ -130,7 +130,9 @@ class ProgressPoint(BaseModel):
     accuracy: float
 
 
-class Progress(BaseModel):
+class JobProgress(BaseModel):
+    """A job's progress as the worker last saved it (`prototok.Progress` is one optimisation step's report)."""
+
     step: int = Field(0, description="optimisation steps done (of the current batch of chunks)")
     max_steps: int
     accuracy: float = Field(0.0, description="mean best token accuracy so far, vectors alone")
@@ -160,7 +162,7 @@ class JobView(BaseModel):
     job_id: str
     status: Literal["queued", "running", "finished", "failed"]
     model: str | None = None
-    progress: Progress
+    progress: JobProgress
     embedding_ids: list[str] | None = None
     sizes: dict[str, dict[str, float]] | None = Field(None, description=(
         "finished: what each embedding weighs, by id (the `size` of GET /v1/embeddings/{id})"))
@@ -252,7 +254,9 @@ class DecodeRequest(Strict):
         return [self.length] if isinstance(self.length, int) else list(self.length)
 
 
-class Decoded(BaseModel):
+class DecodedText(BaseModel):
+    """The answer of POST /v1/decode (`prototok.Decoded` is the core's result, with token ids and timing)."""
+
     text: str
     model: str
     length: int

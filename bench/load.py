@@ -154,9 +154,9 @@ def store_encodings(redis_url: str, model: str, steps: int) -> dict[str, str]:
     """emb id -> text, for the ten bench sentences encoded here with the decode model."""
     import redis
 
-    from app.store import EncodingStore
     from prototok import EncodeConfig, encode_texts, load_model
     from prototok.recipe import TUNED
+    from service.store import EncodingStore
 
     from .sentences import SENTENCES
 
@@ -170,8 +170,8 @@ def make_jobs(api: str, redis_url: str, n: int) -> list[str]:
     """n finished tiny-llama jobs and n jobs queued for a model no worker serves."""
     import redis
 
-    from app import safejob
-    from app.queues import ENCODE_JOB
+    from service import safejob
+    from service.queues import ENCODE_JOB
 
     with httpx.Client(base_url=api, timeout=60) as http:
         done = [http.post("/v1/encode", json={"text": f"job {i}", "model": "tiny-llama",

@@ -235,10 +235,10 @@ app.add_typer(keys_app, name="keys")
 
 
 def _key_store():
-    """The service's key store (app/keys.py: Redis only, no web stack) on PROTOTOK_REDIS_URL."""
+    """The service's key store (service/keys.py: Redis only, no web stack) on PROTOTOK_REDIS_URL."""
     from redis import Redis
 
-    from app.keys import KeyStore
+    from service.keys import KeyStore
 
     from .settings import get_settings
 

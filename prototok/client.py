@@ -165,8 +165,9 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
 
 
 @dataclass(frozen=True)
-class Decoded:
-    """A rebuilt text: `decode_ms` is the one forward pass on the server."""
+class DecodedText:
+    """A text the server rebuilt: `decode_ms` is its one forward pass. (Named apart from the core's
+    `prototok.Decoded`, which a local decode returns.)"""
 
     text: str
     model: str
@@ -175,7 +176,7 @@ class Decoded:
     accuracy: float | None = None  # of the vectors alone; known for stored or uploaded encodings
 
     @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Decoded:
+    def from_json(cls, body: Mapping[str, Any]) -> DecodedText:
         return cls(body["text"], body["model"], body["length"], body["decode_ms"], body.get("accuracy"))
 
 
@@ -316,9 +317,9 @@ class Client:
         """The exact text, rebuilt on the server in one forward pass."""
         return self.rebuild(embedding_id).text
 
-    def rebuild(self, embedding_id: str) -> Decoded:
+    def rebuild(self, embedding_id: str) -> DecodedText:
         """The text with its decode time and the vectors' own accuracy."""
-        return Decoded.from_json(self.request("GET", f"/v1/embeddings/{embedding_id}/text").json())
+        return DecodedText.from_json(self.request("GET", f"/v1/embeddings/{embedding_id}/text").json())
 
     def download(self, embedding_id: str, path: str | os.PathLike) -> Path:
         """Save the encoding as a .safetensors file (checksum verified); returns the path."""
@@ -326,10 +327,10 @@ class Client:
         return write_atomically(path, checked_blob(r, embedding_id))
 
     def decode(self, path_or_vectors: str | os.PathLike | bytes | Mapping[str, Any], *, model: str | None = None,
-               arrangement: str | None = None, sink: bool | None = None) -> Decoded:
+               arrangement: str | None = None, sink: bool | None = None) -> DecodedText:
         """Decode a .safetensors file (a path or its bytes) or vectors {"e", "m", "length"} on the server."""
         kwargs = decode_request(path_or_vectors, model=model, arrangement=arrangement, sink=sink)
-        return Decoded.from_json(self.request("POST", "/v1/decode", **kwargs).json())
+        return DecodedText.from_json(self.request("POST", "/v1/decode", **kwargs).json())
 
     def delete(self, embedding_id: str) -> None:
         """Delete a stored encoding (NotFound if it is not there)."""
@@ -431,17 +432,17 @@ class AsyncClient:
     async def text(self, embedding_id: str) -> str:
         return (await self.rebuild(embedding_id)).text
 
-    async def rebuild(self, embedding_id: str) -> Decoded:
-        return Decoded.from_json((await self.request("GET", f"/v1/embeddings/{embedding_id}/text")).json())
+    async def rebuild(self, embedding_id: str) -> DecodedText:
+        return DecodedText.from_json((await self.request("GET", f"/v1/embeddings/{embedding_id}/text")).json())
 
     async def download(self, embedding_id: str, path: str | os.PathLike) -> Path:
         r = await self.request("GET", f"/v1/embeddings/{embedding_id}", headers={"Accept": OCTET})
         return write_atomically(path, checked_blob(r, embedding_id))
 
     async def decode(self, path_or_vectors: str | os.PathLike | bytes | Mapping[str, Any], *,
-                     model: str | None = None, arrangement: str | None = None, sink: bool | None = None) -> Decoded:
+                     model: str | None = None, arrangement: str | None = None, sink: bool | None = None) -> DecodedText:
         kwargs = decode_request(path_or_vectors, model=model, arrangement=arrangement, sink=sink)
-        return Decoded.from_json((await self.request("POST", "/v1/decode", **kwargs)).json())
+        return DecodedText.from_json((await self.request("POST", "/v1/decode", **kwargs)).json())
 
     async def delete(self, embedding_id: str) -> None:
         await self.request("DELETE", f"/v1/embeddings/{embedding_id}")

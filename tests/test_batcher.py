@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.batcher import DecodeBusy, DecodeLane
-from app.metrics import DECODE_BATCH
+from app.telemetry import DECODE_BATCH
 from prototok import decode_vectors, encode_texts
 from prototok.errors import BadVectors, DecodeMismatch
 from prototok.recipe import Arrangement

@@ -1,5 +1,5 @@
 """`prototok encode|decode --server URL`: the same output, files and progress bar as local compute,
-against the real API, Redis and a tiny-llama worker."""
+against the API (uvicorn on a thread of this process), the real Redis and a tiny-llama worker on a thread."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""prototok.client against the real API (uvicorn), the real Redis and a real tiny-llama worker.
+"""prototok.client against the API (uvicorn on a thread of this process), the real Redis and a
+tiny-llama worker on a thread.
 
 Rate limiting (429 + Retry-After) is checked against a small real HTTP server that answers
 429 on purpose, since the API under test here has no rate limits of its own.
@@ -135,19 +136,19 @@ def test_async_client(api, tiny_worker, api_key, tmp_path):
 @pytest.mark.integration
 def test_503_is_retried_then_raised_with_its_code(service_logs):
     """An API whose Redis is down answers 503 redis_unavailable: retried, then raised."""
-    from conftest import Api
+    from conftest import LocalApi
 
-    down = Api(service_logs / "api-redis-down.log", PROTOTOK_REDIS_URL="redis://127.0.0.1:9/0",
-               PROTOTOK_AUTH="off").start()
+    down = LocalApi(service_logs / "api-redis-down.log", PROTOTOK_REDIS_URL="redis://127.0.0.1:9/0",
+                    PROTOTOK_AUTH="off")
     sent = []
     try:
-        with Client(down.url, retry=Retry(attempts=2, backoff_s=0.05)) as c:
+        # max_wait_s caps the 5 s Retry-After of the API (that it is honoured: test_429_waits_what_retry_after_says)
+        with Client(down.url, retry=Retry(attempts=2, backoff_s=0.05, max_wait_s=0.05)) as c:
             c.http.event_hooks["request"].append(sent.append)
             with pytest.raises(Unavailable) as err:
                 c.encode("hi")
     finally:
-        down.proc.stop()
-        down.http.close()
+        down.close()
     assert err.value.code == "redis_unavailable" and err.value.status == 503 and not err.value.caller_fault
     assert len(sent) == 3  # the first try and two retries
 

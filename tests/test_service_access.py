@@ -1,8 +1,9 @@
 """Who may do what: API keys, ownership, quotas and rate limits, odd ids, strict request bodies.
 
-Against the real API (uvicorn), Redis and a tiny-llama worker, as a client and as an attacker
-would try them. Quota tests use an API of their own with low limits and its own queue name, so
-that their jobs stay queued (no worker listens there) without holding up the shared worker.
+Against the API in this process (LocalApi), the real Redis and a tiny-llama worker on a thread,
+as a client and as an attacker would try them. Quota tests use an API of their own with low
+limits and its own queue name, so that their jobs stay queued (no worker listens there) without
+holding up the module's worker.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, SERVICE_REDIS_URL, Api, make_key, service_env, wait_job
+from conftest import REPO, SERVICE_REDIS_URL, LocalApi, make_key, service_env, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +175,7 @@ ODD_IDS = ["a.b", "*", "%00", "%20", "a%20b", "..", "%2e%2e", "f" * 2000, RANDOM
 
 
 def test_odd_ids_are_404_and_the_connection_stays_usable(api):
-    """One keep-alive connection: each odd id is a clean 404, and the next request on it works."""
+    """One keep-alive connection (the app under uvicorn): each odd id is a clean 404, and the next request on it works."""
     conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
     headers = {"Authorization": api.http.headers["Authorization"]}
     try:
@@ -192,7 +193,7 @@ def test_odd_ids_are_404_and_the_connection_stays_usable(api):
                 assert ok.status == 200 and json.loads(ok.read()) == {"status": "ok"}
     finally:
         conn.close()
-    assert "Traceback" not in api.proc.log.read_text(errors="replace")
+    assert "Traceback" not in api.log.read_text(errors="replace")
 
 
 # --- strict bodies ----------------------------------------------------------------------------
@@ -245,14 +246,13 @@ def test_redis_down_is_a_503_that_does_not_name_the_host():
 
 # --- quotas -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def strict_api(service_logs, tiny_worker):
     """Low limits, and a queue of its own that no worker reads: its jobs stay queued."""
-    server = Api(service_logs / "api-quotas.log", PROTOTOK_RATE_LIMIT_PER_S="5", PROTOTOK_MAX_JOBS_PER_KEY="2",
-                 PROTOTOK_MAX_ENCODE_BUDGET="100000", PROTOTOK_QUEUE_NAME="prototok-quota").start()
+    server = LocalApi(service_logs / "api-quotas.log", PROTOTOK_RATE_LIMIT_PER_S="5", PROTOTOK_MAX_JOBS_PER_KEY="2",
+                      PROTOTOK_MAX_ENCODE_BUDGET="100000", PROTOTOK_QUEUE_NAME="prototok-quota")
     yield server
-    server.proc.stop()
-    server.http.close()
+    server.close()
 
 
 def test_request_rate_per_key(strict_api, other_key):
@@ -270,7 +270,7 @@ def test_request_rate_per_key(strict_api, other_key):
 def test_jobs_at_once_per_key_and_queue_position(strict_api, other_key, service_redis):
     from rq.job import Job, JobStatus
 
-    from app.metrics import record_encode
+    from service.durations import record_encode
 
     time.sleep(1.05)  # a fresh rate window
     record_encode(service_redis, 2.0, model="tiny-llama")  # so that an ETA can be given

@@ -1,4 +1,5 @@
-"""The HTTP API against the real Redis, a real tiny-llama worker process and uvicorn.
+"""The HTTP API in this process (LocalApi) against the real Redis, with a tiny-llama worker on a
+thread (LocalWorker). tests/test_service_e2e.py runs the same round trip between processes.
 
 tiny-llama is a random 2-layer model built in milliseconds: it cannot learn much, so its
 encodings lean on stored corrections, and the round trip must still be exact.
@@ -236,14 +237,14 @@ def test_bad_input_is_a_4xx_with_a_stable_code(api, tiny_worker, method, path, k
     ("/v1/decode", "application/octet-stream"),
 ])
 def test_streamed_body_over_the_limit_is_stopped(api, path, content_type):
-    """No Content-Length (chunked upload): the API counts bytes as they arrive and answers 413."""
+    """No Content-Length (chunked upload, over a real socket): the API counts bytes as they arrive and answers 413."""
     def chunks():
         yield b'{"text": "'
         for _ in range(30):
             yield b"x" * 10_000  # 300 KB in all, over service_env's 100 KB limit
         yield b'"}'
 
-    r = api.http.post(path, content=chunks(), headers={"content-type": content_type})
+    r = api.net.post(path, content=chunks(), headers={"content-type": content_type})
     assert "content-length" not in r.request.headers
     assert r.status_code == 413, r.text
     assert r.json()["code"] == "body_too_large" and "PROTOTOK_MAX_BODY_BYTES" in r.json()["message"]
@@ -251,7 +252,7 @@ def test_streamed_body_over_the_limit_is_stopped(api, path, content_type):
 
 def test_damaged_blob_fails_its_checksum(api, service_redis):
     """A stored encoding whose bytes changed in Redis is refused, never decoded into other text."""
-    from app.store import EncodingStore
+    from service.store import EncodingStore
 
     lm = load_model("tiny-llama")
     [enc] = encode_texts(lm, ["checksum"], EncodeConfig(recipe=TUNED.with_(max_steps=2, seeds=1)))
@@ -279,13 +280,6 @@ def test_health_ready_metrics_docs(api, tiny_worker, finished):
     assert spec["components"]["schemas"]["EncodeRequest"]["examples"]
     assert {"application/json", "multipart/form-data"} <= set(
         spec["paths"]["/v1/decode"]["post"]["requestBody"]["content"])
-
-
-def test_stored_encoding_survives_an_api_restart(api, finished):
-    emb_id = finished["embedding_ids"][0]
-    api.restart()
-    assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
-    assert api.http.get(f"/v1/jobs/{finished['job_id']}").json()["status"] == "finished"
 
 
 DECODE_LIMIT = 512  # service_env's PROTOTOK_MAX_DECODE_TOKENS
@@ -318,7 +312,7 @@ def test_upload_over_the_position_limit_is_413(api, finished, lengths):
 
 def test_stored_encoding_over_the_position_limit_is_413_and_kept(api, service_redis):
     """Stored before the limit was lowered, say: refused with a clear code, still downloadable."""
-    from app.store import EncodingStore
+    from service.store import EncodingStore
 
     lm = load_model("tiny-llama")
     text = "a long stored text " * 40
@@ -331,25 +325,20 @@ def test_stored_encoding_over_the_position_limit_is_413_and_kept(api, service_re
     assert raw.status_code == 200 and Encoding.from_bytes(raw.content).n_tokens == enc.n_tokens
 
 
-def test_the_unbatched_decode_path_answers_the_same(service_logs, api, finished):
+def test_the_unbatched_decode_path_answers_the_same(api, finished):
     """PROTOTOK_DECODE_BATCHING=false (one pass per request in the thread pool, kept for bench.load)."""
-    from conftest import Api
-
     emb_id = finished["embedding_ids"][0]
     blob = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"}).content
     emb = api.http.get(f"/v1/embeddings/{emb_id}").json()
     vectors = {"model": "tiny-llama", "e": emb["vectors"]["e"], "m": emb["vectors"]["m"], "length": emb["length"]}
-    old = Api(service_logs / "api-unbatched.log", PROTOTOK_DECODE_BATCHING="false").start()
-    old.http.headers = api.http.headers  # the key that owns the embedding
-    try:
-        for server in (api, old):
-            assert server.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
-            assert server.http.post("/v1/decode", content=blob,
-                                    headers={"content-type": "application/octet-stream"}).json()["text"] == TEXT
-        assert old.http.post("/v1/decode", json=vectors).json()["text"] == api.http.post(
-            "/v1/decode", json=vectors).json()["text"]
-        r = old.http.post("/v1/decode", json={**vectors, "length": 10**9})
-        assert r.status_code == 413 and r.json()["code"] == "too_many_tokens"
-    finally:
-        old.proc.stop()
-        old.http.close()
+    texts = {}
+    for batching in ("true", "false"):
+        with api.configured(PROTOTOK_DECODE_BATCHING=batching):
+            assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
+            assert api.http.post("/v1/decode", content=blob,
+                                 headers={"content-type": "application/octet-stream"}).json()["text"] == TEXT
+            texts[batching] = api.http.post("/v1/decode", json=vectors).json()["text"]
+            if batching == "false":
+                r = api.http.post("/v1/decode", json={**vectors, "length": 10**9})
+                assert r.status_code == 413 and r.json()["code"] == "too_many_tokens"
+    assert texts["false"] == texts["true"]

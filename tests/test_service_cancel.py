@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import wait_for, wait_job
 
-from app import safejob
+from service import safejob
 
 pytestmark = pytest.mark.integration
 

@@ -1,11 +1,12 @@
-"""Schemathesis against the real API (uvicorn, Redis): every check, a case budget that fits CI.
+"""Schemathesis against the API (uvicorn on a thread of this process, the real Redis): every check,
+a case budget that fits CI.
 
 Two keys take part as peers, so schemathesis also checks that neither reads the other's
 objects (object_level_authorization); a few stored embeddings of each are offered as path
 values next to generated ones, so reads, decodes and deletes of real objects are exercised,
 not only 404s. The API runs with a queue name of its own that no worker reads: the jobs the
-fuzzer queues (hundreds, with random options) stay queued instead of keeping the shared
-test worker busy.
+fuzzer queues (hundreds, with random options) stay queued instead of keeping a test worker
+busy; a worker announced on the usual queue makes tiny-llama a served model.
 
 One setting is widened, with reason: `positive_data_acceptance` also accepts 413 and 422.
 The schema cannot say which vectors fit a model's hidden size, which bytes are a prototok
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SERVICE_REDIS_URL, Api, make_key
+from conftest import SERVICE_REDIS_URL, LocalApi, LocalWorker, make_key
 
 pytestmark = pytest.mark.integration
 
@@ -35,21 +36,22 @@ SEED = os.environ.get("PROTOTOK_TEST_FUZZ_SEED", "1")
 
 
 @pytest.fixture(scope="module")
-def fuzz_api(service_logs, tiny_worker):
-    server = Api(service_logs / "api-fuzz.log", PROTOTOK_QUEUE_NAME="prototok-fuzz").start()
+def fuzz_api(service_redis, service_logs):
+    server = LocalApi(service_logs / "api-fuzz.log", PROTOTOK_QUEUE_NAME="prototok-fuzz")
+    served = LocalWorker("tiny-llama")  # announced, never started: nothing takes the fuzzer's jobs
     yield server
-    server.proc.stop()
-    server.http.close()
+    served.stop()
+    server.close()
 
 
 def stored_embeddings(owner: str, n: int) -> list[str]:
     """Real encodings of tiny-llama, stored as the worker stores them, owned by `owner`."""
     import redis as redis_lib
 
-    from app.store import EncodingStore
     from prototok import EncodeConfig, load_model
     from prototok.codec import encode_texts
     from prototok.recipe import TUNED
+    from service.store import EncodingStore
 
     store = EncodingStore(redis_lib.Redis.from_url(SERVICE_REDIS_URL))
     encs = encode_texts(load_model("tiny-llama"), [f"fuzz {i}" for i in range(n)],
@@ -102,7 +104,7 @@ checks.use_after_free.enabled = false
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-12000:]
     assert " passed" in out and "failed" not in out.split("SUMMARY")[-1], out[-4000:]
-    log = fuzz_api.proc.log.read_text(errors="replace")
+    log = fuzz_api.log.read_text(errors="replace")
     assert "Traceback" not in log and " 500 " not in log, log[-4000:]
     summary = [line for line in out.splitlines() if "generated" in line or "passed in" in line]
     print("\n[schemathesis] " + "; ".join(s.strip() for s in summary))

@@ -14,8 +14,8 @@ import pytest
 from conftest import wait_for, wait_job
 from rq.job import JobStatus
 
-from app import safejob
-from app.queues import ENCODE_JOB
+from service import safejob
+from service.queues import ENCODE_JOB
 
 pytestmark = pytest.mark.integration
 

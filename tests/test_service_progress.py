@@ -1,6 +1,6 @@
 """The job's progress as the web page draws it: history, token strip, and what they end at.
 
-Against the real Redis, a real tiny-llama worker and the API. tiny-llama's tokenizer is
+Against the real Redis, the API and a tiny-llama worker in this process. tiny-llama's tokenizer is
 byte-level, so its tokens of an ASCII text are its characters.
 """
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import wait_job
 
-from app.safejob import SafeJob as Job
 from prototok import Progress
+from service.safejob import SafeJob as Job
 from worker.progress import HISTORY_POINTS, ProgressReporter
 
 pytestmark = pytest.mark.integration

@@ -1,11 +1,13 @@
-"""Worker processes: the model stays loaded across jobs, and a killed worker's job ends failed."""
+"""Workers: jobs run in the worker's own process (no fork), a killed worker process's job ends
+failed (the API a process too), and a job past its time limit fails while the worker goes on
+(the worker in this process's main thread, where the limit is SIGALRM as in `python -m worker`)."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-from conftest import start_worker, wait_for, wait_job, wait_served
+from conftest import LocalWorker, start_worker, wait_for, wait_job, wait_served
 
 pytestmark = pytest.mark.integration
 
@@ -13,11 +15,12 @@ HEARTBEAT_TTL_S = 4  # service_env's PROTOTOK_HEARTBEAT_TTL_S
 
 
 def test_jobs_run_in_the_worker_process_itself(api, tiny_worker):
-    """SimpleWorker: no fork per job, so the process that loaded the model runs every job."""
+    """SimpleWorker: no fork per job, so the process that loaded the model runs every job (the
+    worker runs on a thread of the test process: that process)."""
     from conftest import SERVICE_REDIS_URL
 
-    from app import safejob
     from app.deps import redis_for
+    from service import safejob
 
     pids = []
     for text in ("one", "two"):
@@ -27,9 +30,10 @@ def test_jobs_run_in_the_worker_process_itself(api, tiny_worker):
     assert pids == [tiny_worker.pid, tiny_worker.pid]
 
 
-def test_killed_worker_leaves_its_job_failed_with_a_reason(api, service_logs):
+def test_killed_worker_leaves_its_job_failed_with_a_reason(process_api, service_logs):
     """kill -9 mid-job: the job must turn `failed` (worker_died), not stay `running` forever;
     the job queued behind it stays queued, flagged as waiting for a worker."""
+    api = process_api
     worker = start_worker(service_logs, "tiny-gpt-neox")
     try:
         wait_served(api, "tiny-gpt-neox", worker)
@@ -60,21 +64,22 @@ def test_killed_worker_leaves_its_job_failed_with_a_reason(api, service_logs):
     assert queued["status"] == "queued" and queued["waiting_for_worker"] is True, queued
 
 
-def test_job_past_its_time_limit_fails_and_the_worker_goes_on(service_logs, tiny_worker):
-    """PROTOTOK_JOB_TIMEOUT_S: RQ ends the job (job_timeout); the same worker takes the next job."""
-    from conftest import Api
-
-    short = Api(service_logs / "api-short-timeout.log", PROTOTOK_JOB_TIMEOUT_S="2").start()
+def test_job_past_its_time_limit_fails_and_the_worker_goes_on(api):
+    """PROTOTOK_JOB_TIMEOUT_S: RQ ends the job (job_timeout); the same worker takes the next job.
+    A queue of its own: the module's worker on a thread does not take these jobs."""
+    worker = LocalWorker("tiny-llama")
     try:
-        text = "a text long enough that a random tiny model keeps optimising it for a long while"
-        job_id = short.http.post("/v1/encode", json={"text": text, "options": {"max_steps": 5000, "seeds": 1}}).json()["job_id"]
-        body = wait_job(short, job_id, 120, tiny_worker)
-        assert body["status"] == "failed", body
-        assert body["error_code"] == "job_timeout" and "2 s" in body["error"], body
-        assert body["ended_at"] is not None, body
-        assert 0 < body["progress"]["step"] < 5000
-        after = short.http.post("/v1/encode", json={"text": "next", "options": {"max_steps": 3}}).json()["job_id"]
-        assert wait_job(short, after, 120, tiny_worker)["status"] == "finished"
+        with api.configured(PROTOTOK_JOB_TIMEOUT_S="2", PROTOTOK_QUEUE_NAME="prototok-timeout"):
+            text = "a text long enough that a random tiny model keeps optimising it for a long while"
+            job_id = api.http.post("/v1/encode", json={"text": text, "options": {"max_steps": 5000, "seeds": 1}}).json()["job_id"]
+            worker.burst()
+            body = wait_job(api, job_id, 120, worker)
+            assert body["status"] == "failed", body
+            assert body["error_code"] == "job_timeout" and "2 s" in body["error"], body
+            assert body["ended_at"] is not None, body
+            assert 0 < body["progress"]["step"] < 5000
+            after = api.http.post("/v1/encode", json={"text": "next", "options": {"max_steps": 3}}).json()["job_id"]
+            worker.burst()
+            assert wait_job(api, after, 120, worker)["status"] == "finished"
     finally:
-        short.proc.stop()
-        short.http.close()
+        worker.stop()

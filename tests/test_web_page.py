@@ -1,5 +1,5 @@
 """The web page at `/`, in a real browser: Debian's Chromium driven by Playwright, against the
-real API, Redis and a tiny-llama worker. Skips with one line when no browser is installed
+API (uvicorn on a thread of this process), the real Redis and a tiny-llama worker on a thread. Skips with one line when no browser is installed
 (scripts/install.sh installs it where apt works as root)."""
 
 from __future__ import annotations

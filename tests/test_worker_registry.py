@@ -62,8 +62,8 @@ def test_announcement_from_before_a_redis_restart_does_not_count(private_redis):
 
     from app.deps import settings_dep
     from app.main import app
-    from app.queues import WORKER_RUNS_KEY, WORKERS_KEY, announce, live_workers, withdraw
     from prototok.settings import Settings
+    from service.queues import WORKER_RUNS_KEY, WORKERS_KEY, announce, live_workers, withdraw
 
     conn = redis_lib.Redis.from_url(private_redis.url)
     app.dependency_overrides[settings_dep] = lambda: Settings(redis_url=private_redis.url)

@@ -11,14 +11,13 @@ import os
 import socket
 import sys
 
-from app import safejob
-from app.queues import announce, queue_name, withdraw
 from prototok import PrototokError, load_model
 from prototok.models import canonical_name
 from prototok.settings import get_settings
+from service.queues import announce, withdraw
 
 from .retry import best_effort, connect
-from .runner import ModelWorker, Pulse
+from .runner import Pulse, model_worker
 
 log = logging.getLogger("prototok.worker")
 
@@ -33,12 +32,9 @@ def main() -> int:
         log.error("cannot load model %s: %s", model, exc)
         return 2
     conn = connect(settings.redis_url)
-    queue = safejob.queue(queue_name(settings, model), conn, default_timeout=settings.job_timeout_s)
     name = f"{socket.gethostname()}.{os.getpid()}"
-    worker = ModelWorker([queue], connection=conn, name=name, default_result_ttl=settings.job_result_ttl_s,
-                         job_class=safejob.SafeJob, serializer=safejob.SERIALIZER)
-    worker.heartbeat_ttl_s = settings.heartbeat_ttl_s
-    log.info("worker %s serves %s on %s from queue %s", name, model, lm.device, queue.name)
+    worker = model_worker(conn, settings, model, name)
+    log.info("worker %s serves %s on %s from queue %s", name, model, lm.device, worker.queues[0].name)
     ttl = settings.heartbeat_ttl_s
     try:
         with Pulse(lambda: announce(conn, model, name, ttl), ttl / 3, "announce"):

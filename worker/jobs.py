@@ -24,13 +24,13 @@ import uuid
 from rq import get_current_job
 from rq.job import Job
 
-from app import cancel
-from app.metrics import record_encode
-from app.queues import config_from_dict
-from app.safejob import SERIALIZER
-from app.store import EncodingStore
 from prototok import Encoding, PrototokError, decode, encode_texts, load_model
 from prototok.settings import get_settings
+from service import cancel
+from service.durations import record_encode
+from service.queues import config_from_dict
+from service.safejob import SERIALIZER
+from service.store import EncodingStore
 
 from .progress import ProgressReporter, strip
 from .retry import REDIS_DOWN, best_effort, retrying
@@ -39,7 +39,7 @@ log = logging.getLogger("prototok.worker")
 
 
 class JobCanceled(Exception):
-    """DELETE /v1/jobs/{id} asked this job to stop (app/cancel.py)."""
+    """DELETE /v1/jobs/{id} asked this job to stop (service/cancel.py)."""
 
     code = "canceled"
 

@@ -27,10 +27,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from redis import Redis
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.worker import SimpleWorker, WorkerStatus
+
+from prototok.settings import Settings
+from service import safejob
+from service.queues import queue_name
 
 from .retry import REDIS_DOWN, best_effort, retrying
 
@@ -119,3 +124,14 @@ class ModelWorker(SimpleWorker):
             super().heartbeat(timeout)
         except REDIS_DOWN as exc:
             log.warning("worker heartbeat skipped: Redis unavailable (%s)", exc)
+
+
+def model_worker(conn: Redis, settings: Settings, model: str, name: str,
+                 cls: type[ModelWorker] = ModelWorker) -> ModelWorker:
+    """The worker `python -m worker` runs: the model's queue, JSON-only jobs (service/safejob.py), the
+    settings' result TTL and heartbeat. `cls` lets the tests run the same worker on a thread."""
+    queue = safejob.queue(queue_name(settings, model), conn, default_timeout=settings.job_timeout_s)
+    worker = cls([queue], connection=conn, name=name, default_result_ttl=settings.job_result_ttl_s,
+                 job_class=safejob.SafeJob, serializer=safejob.SERIALIZER)
+    worker.heartbeat_ttl_s = settings.heartbeat_ttl_s
+    return worker

@@ -24,13 +24,13 @@ from prototok import Encoding, decode, decode_vectors, load_model
 from prototok.encoding import check_positions
 from prototok.errors import BadVectors, InvalidInput
 from prototok.settings import Settings
+from service.errors import ServiceError
 
 from ..batcher import lane
 from ..decoding import allowed_model
 from ..deps import RedisDep, SettingsDep
-from ..errors import ServiceError
-from ..metrics import DECODE_SECONDS
-from ..schemas import Decoded, DecodeRequest, ErrorBody
+from ..schemas import DecodedText, DecodeRequest, ErrorBody
+from ..telemetry import DECODE_SECONDS
 
 router = APIRouter(prefix="/v1", tags=["decode"])
 
@@ -65,18 +65,18 @@ def upload_of(blob: bytes, settings: Settings, conn: Redis) -> tuple[str, Encodi
     return allowed_model(enc.model, settings, conn), enc
 
 
-def vectors_answer(model: str, req: DecodeRequest, text: str, seconds: float) -> Decoded:
+def vectors_answer(model: str, req: DecodeRequest, text: str, seconds: float) -> DecodedText:
     DECODE_SECONDS.labels("vectors").observe(seconds)
-    return Decoded(text=text, model=model, length=sum(req.lengths()), decode_ms=round(seconds * 1000, 3))
+    return DecodedText(text=text, model=model, length=sum(req.lengths()), decode_ms=round(seconds * 1000, 3))
 
 
-def upload_answer(model: str, out: prototok.Decoded) -> Decoded:
+def upload_answer(model: str, out: prototok.Decoded) -> DecodedText:
     DECODE_SECONDS.labels("upload").observe(out.seconds)
-    return Decoded(text=out.text, model=model, length=len(out.ids), decode_ms=round(out.seconds * 1000, 3),
+    return DecodedText(text=out.text, model=model, length=len(out.ids), decode_ms=round(out.seconds * 1000, 3),
                    accuracy=out.accuracy)
 
 
-def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> Decoded:
+def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> DecodedText:
     """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
     model, e, m = vectors_of(req, settings, conn)
     start = time.perf_counter()
@@ -84,7 +84,7 @@ def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> Decoded
     return vectors_answer(model, req, text, time.perf_counter() - start)
 
 
-def from_file(blob: bytes, settings: Settings, conn: Redis) -> Decoded:
+def from_file(blob: bytes, settings: Settings, conn: Redis) -> DecodedText:
     """The old path for an upload."""
     model, enc = upload_of(blob, settings, conn)
     [out] = decode(load_model(model), [enc])
@@ -113,10 +113,10 @@ def parse_json(raw: bytes) -> DecodeRequest:
         raise RequestValidationError(errors) from None
 
 
-@router.post("/decode", response_model=Decoded, openapi_extra=BODY_DOC,
+@router.post("/decode", response_model=DecodedText, openapi_extra=BODY_DOC,
              responses={s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 503)},
              summary="Decode client-supplied vectors or an uploaded .safetensors encoding")
-async def decode_route(request: Request, settings: SettingsDep, conn: RedisDep) -> Decoded:
+async def decode_route(request: Request, settings: SettingsDep, conn: RedisDep) -> DecodedText:
     """Parsing and checks run in the thread pool, the pass in the model's decode lane (app/batcher.py)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(("multipart/form-data", "application/octet-stream")):

@@ -13,14 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from prototok import Decoded, Encoding, decode, load_model
 from prototok.settings import Settings
+from service.keys import Caller
+from service.store import EncodingStore
 
 from ..auth import CallerDep
 from ..batcher import lane
 from ..deps import SettingsDep, StoreDep
-from ..keys import Caller
-from ..metrics import DECODE_SECONDS
 from ..schemas import EmbeddingView, ErrorBody, TextView
-from ..store import EncodingStore
+from ..telemetry import DECODE_SECONDS
 
 router = APIRouter(prefix="/v1/embeddings", tags=["embeddings"])
 

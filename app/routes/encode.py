@@ -14,12 +14,12 @@ from rq import Retry
 from prototok.errors import InvalidInput, TextTooLong, UnknownModel
 from prototok.models import canonical_name, is_builtin, known_models
 from prototok.settings import Settings
+from service.errors import ModelNotServed, TooManyTexts
+from service.queues import ENCODE_JOB, config_to_dict, served_models
+from service.quotas import check_budget, release_job, reserve_job
 
 from ..auth import CallerDep
 from ..deps import QueuesDep, RedisDep, SettingsDep
-from ..errors import ModelNotServed, TooManyTexts
-from ..queues import ENCODE_JOB, config_to_dict, served_models
-from ..quotas import check_budget, release_job, reserve_job
 from ..schemas import EncodeRequest, ErrorBody, JobAccepted
 
 router = APIRouter(prefix="/v1", tags=["encode"])

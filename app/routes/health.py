@@ -9,10 +9,11 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from service.queues import live_workers
+
 from ..deps import RedisDep, SettingsDep
 from ..errors import error_body
-from ..metrics import render
-from ..queues import live_workers
+from ..telemetry import render
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("prototok.api")

@@ -9,7 +9,7 @@ the first TTL after a Redis restart: `safejob.cleanup_abandoned`).
 `owned_job` is the one way a route gets a job by id: it checks the id's form before RQ sees it
 and the caller's right to see the job, and answers the same 404 for each failure. Any route with
 a `{job_id}` takes it as a dependency (`OwnedJobDep`). Jobs are read as JSON and checked
-(`app/safejob.py`): a record this service did not write is 500 `corrupt_job_record`.
+(`service/safejob.py`): a record this service did not write is 500 `corrupt_job_record`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 
-from .. import cancel, safejob
+from service import cancel, safejob
+from service.durations import typical_encode_seconds
+from service.errors import CorruptJobRecord, JobEnded, JobNotFound
+from service.queues import live_workers
+from service.store import valid_id
+
 from ..auth import CallerDep
 from ..deps import RedisDep, SettingsDep, StoreDep, settings_dep
-from ..errors import CorruptJobRecord, JobEnded, JobNotFound
-from ..metrics import typical_encode_seconds
-from ..queues import live_workers
-from ..schemas import ErrorBody, JobView, Progress
-from ..store import valid_id
+from ..schemas import ErrorBody, JobProgress, JobView
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -109,7 +110,7 @@ def place_in_queue(view: JobView, job: Job, conn: Redis, workers: int) -> None:
             summary="State and progress of an encode job")
 def get_job(job: OwnedJobDep, conn: RedisDep, store: StoreDep) -> JobView:
     status = STATES.get(job.get_status(refresh=False), "queued")
-    progress = Progress(**job.meta.get("progress", {"max_steps": 0}))
+    progress = JobProgress(**job.meta.get("progress", {"max_steps": 0}))
     view = JobView(job_id=job.id, status=status, model=job.meta.get("model"), progress=progress,
                    enqueued_at=job.enqueued_at, started_at=job.started_at, ended_at=job.ended_at)
     if status in ("queued", "running"):

@@ -1,15 +1,16 @@
-"""Prometheus metrics that hold across processes and hosts.
+"""The API's Prometheus metrics (`GET /metrics`), which hold across processes and hosts.
+
+(Named for what it serves, so it is not mistaken for `prototok/metrics.py`, the method's
+accuracy and information measures.)
 
 - jobs by state and model: read from RQ's queues and registries at scrape time;
-- encode seconds: a histogram that workers on any host add to in a Redis hash
-  (`record_encode`), so one scrape of the API sees the whole pool; the last few durations
-  per model are kept too, for the rough ETA of queued jobs;
-- decode latency: measured where decoding runs, in this API process.
+- encode seconds: the histogram that workers on any host add to in Redis
+  (`service/durations.py`), so one scrape of the API sees the whole pool;
+- decode latency and batch sizes: measured where decoding runs, in this API process.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -19,14 +20,10 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from prototok.settings import Settings
+from service import safejob
+from service.durations import ENCODE_BUCKETS, ENCODE_KEY
+from service.queues import live_workers
 
-from . import safejob
-from .queues import live_workers
-
-ENCODE_KEY = "prototok:metrics:encode_seconds"
-RECENT_PREFIX = "prototok:metrics:recent:"  # list per model: the last RECENT_N encode durations
-RECENT_N = 20
-ENCODE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 DECODE_SECONDS = Histogram(
     "prototok_decode_seconds", "One-pass decode latency in the API process (forward pass only)",
     ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=None,
@@ -37,30 +34,6 @@ DECODE_BATCH = Histogram(
     "prototok_decode_batch_requests", "Decode requests joined into one forward pass (app/batcher.py)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=None,
 )
-
-
-def record_encode(conn: Redis, seconds: float, model: str | None = None) -> None:
-    """Add one finished encode job to the shared histogram (cumulative buckets, as Prometheus wants)
-    and to the model's recent durations."""
-    with conn.pipeline() as pipe:
-        for le in ENCODE_BUCKETS:
-            if seconds <= le:
-                pipe.hincrby(ENCODE_KEY, f"le:{le}", 1)
-        pipe.hincrby(ENCODE_KEY, "count", 1)
-        pipe.hincrbyfloat(ENCODE_KEY, "sum", seconds)
-        if model:
-            pipe.lpush(RECENT_PREFIX + model, round(seconds, 3))
-            pipe.ltrim(RECENT_PREFIX + model, 0, RECENT_N - 1)
-        pipe.execute()
-
-
-def typical_encode_seconds(conn: Redis, model: str) -> float | None:
-    """Median of the model's recent encode durations, else the all-model mean; None before any job ended."""
-    recent = [float(v) for v in conn.lrange(RECENT_PREFIX + model, 0, -1)]
-    if recent:
-        return statistics.median(recent)
-    count, total = conn.hmget(ENCODE_KEY, "count", "sum")
-    return float(total) / int(count) if count and int(count) > 0 else None
 
 
 class ServiceCollector:
