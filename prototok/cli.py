@@ -39,12 +39,28 @@ def friendly_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(130)
+        except ModuleNotFoundError as exc:
+            typer.echo(f"error: {_missing_extra(exc)}", err=True)
+            raise typer.Exit(1)
         except Exception as exc:  # noqa: BLE001 -- a bug, but still no traceback for the user
             message, code = _server_error(exc) or (f"{type(exc).__name__}: {exc}", 1)
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(code)
 
     return wrapper
+
+
+# The optional dependency groups of pyproject.toml, by the top-level module a command misses.
+EXTRA_OF_MODULE = {"redis": "worker", "rq": "worker", "fastapi": "service", "uvicorn": "service",
+                   "matplotlib": "experiments", "sklearn": "experiments", "sentence_transformers": "experiments"}
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str:
+    """A missing optional package, named with the extra that brings it (the core install has none)."""
+    module = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    hint = f": pip install 'prototok[{extra}]'" if extra else ""
+    return f"this command needs the package '{module}', which is not installed{hint}"
 
 
 def _server_error(exc: Exception) -> tuple[str, int] | None:

@@ -83,3 +83,21 @@ def test_wrong_model_for_a_file_exits_2(tmp_path):
     run("encode", "hi", "--out", str(out), "--model", "tiny-llama", "--max-steps", "1")
     res = run("decode", str(out), "--model", "tiny-gpt-neox")
     assert res.exit_code == 2 and "refusing" in res.stderr
+
+
+def test_a_missing_optional_package_names_the_extra_that_brings_it():
+    from prototok.cli import _missing_extra
+
+    assert _missing_extra(ModuleNotFoundError("No module named 'redis'", name="redis")) == (
+        "this command needs the package 'redis', which is not installed: pip install 'prototok[worker]'")
+    assert "prototok[experiments]" in _missing_extra(ModuleNotFoundError(name="matplotlib.pyplot"))
+    assert _missing_extra(ModuleNotFoundError(name="nosuch")).endswith("'nosuch', which is not installed")
+
+
+def test_the_cli_loads_no_experiment_libraries_until_an_experiment_runs():
+    import subprocess
+    import sys
+
+    code = "import sys, prototok.cli; print(any(m in sys.modules for m in ('matplotlib', 'sklearn')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -18,20 +18,20 @@ What benchmarks share with them (machine, results.csv, tables, timing, figures) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
-from . import arrangement_accuracy, capacity, distances, interpolation, sharing, throughput
-from .arguments import Args
-
-EXPERIMENTS: dict[str, Callable[[Args, Path], Path]] = {
-    "arrangements": arrangement_accuracy.run,  # Table 1
-    "sharing": sharing.run,  # Table 2
-    "capacity": capacity.run,  # Table 3, Figure 2
-    "throughput": throughput.run,  # Figure 3
-    "distances": distances.run,  # Figures 4 and 5
-    "interpolation": interpolation.run_line,  # Figure 6 left
-    "bezier": interpolation.run_bezier,  # Figure 6 right
-}
+from typing import Any
 
 __all__ = ["EXPERIMENTS", "Args"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the experiments (and matplotlib, scikit-learn...) on first use, so the CLI can offer
+    `prototok experiment` without loading them, and a core install without the extra still starts."""
+    if name == "EXPERIMENTS":
+        from .registry import EXPERIMENTS
+
+        return EXPERIMENTS
+    if name == "Args":
+        from .arguments import Args
+
+        return Args
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

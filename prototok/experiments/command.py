@@ -40,8 +40,8 @@ def experiment(
 ) -> None:
     """Re-run one experiment of the paper: results.csv, summary.md, plots and run.json in --out."""
     from ..models import quiet_libraries
-    from . import EXPERIMENTS
     from .arguments import Args
+    from .registry import EXPERIMENTS
 
     if name not in EXPERIMENTS:
         raise InvalidInput(f"unknown experiment '{name}' (choose from {', '.join(EXPERIMENTS)})")
