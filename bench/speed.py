@@ -78,11 +78,12 @@ def snapshot(commit: str) -> Path:
 
 
 def passages_of(tokens: int, count: int, tokenize) -> list[str]:
-    """Whole-word prefixes of shipped public-domain passages with at most `tokens` tokens."""
+    """Whole-word prefixes of shipped public-domain passages with at most `tokens` tokens, from
+    passage 100 on: the model's warm start (prototok/starts.py) learnt from passages 0-31."""
     from prototok.experiments.datasets import passages
 
     out = []
-    for p in passages():
+    for p in passages()[100:]:
         words, text = p["text"].split(), ""
         for w in words:
             longer = f"{text} {w}".strip()

@@ -294,6 +294,50 @@ def keys_revoke(name: str = typer.Argument(..., help="The key's name.")) -> None
     typer.echo(f"revoked {name}", err=True)
 
 
+start_app = typer.Typer(no_args_is_help=True, help="Warm starts: the e and m an encode begins from, one per model.")
+app.add_typer(start_app, name="start")
+
+
+@start_app.command("train")
+@friendly_errors
+def start_train(
+    model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias (default: embedded SmolLM2)."),
+    texts: int = typer.Option(32, min=1, max=200, help="Shipped prose passages to learn from (0..N-1; benches hold out 100+)."),
+    steps: int = typer.Option(200, min=1, max=5000, help="Steps of the shared-m optimisation."),
+    tokens: int = typer.Option(16, min=2, max=256, help="Tokens of each passage (after its first 40)."),
+    out: Path | None = typer.Option(None, help="Output file (default: the cache dir, where encodes find it)."),
+) -> None:
+    """Learn a start for a model: one m shared by the texts, e their mean. Prints the file's path."""
+    from .experiments.datasets import passages
+    from .models import load_model, quiet_libraries
+    from .start_training import prose_chunks, train_start
+    from .starts import candidates, write_start
+
+    quiet_libraries()
+    lm = load_model(model)
+    seqs = prose_chunks(lm, [p["text"] for p in passages()[:texts]], tokens=tokens)
+    bar, report = _progress_bar(steps)
+    e, m, how = train_start(lm, seqs, steps, progress=report)
+    bar.close()
+    typer.echo(str(write_start(out or candidates(lm)[0], lm, e, m, **how)))
+
+
+@start_app.command("show")
+@friendly_errors
+def start_show(model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias.")) -> None:
+    """The start encodes of this model begin from (file and how it was made), or that there is none."""
+    from .models import load_model, quiet_libraries
+    from .starts import candidates, find_start
+
+    quiet_libraries()
+    lm = load_model(model)
+    start = find_start(lm)
+    if start is None:
+        typer.echo(f"no start for {lm.name}: encodes begin at random (looked in {', '.join(map(str, candidates(lm)))})")
+        return
+    typer.echo(json.dumps({"file": str(start.path), **start.meta}, indent=1))
+
+
 def _register_experiments() -> None:
     try:
         from .experiments.command import experiment

@@ -18,6 +18,7 @@ from .layouts import BatchLayout
 from .models import LanguageModel
 from .problem import init_vectors
 from .recipe import Arrangement, EncodeConfig, Recipe, ShareMode
+from .starts import Start
 
 M_SEED_OFFSET = 10_000  # m's init is drawn from seed + this, e's from seed
 
@@ -70,10 +71,11 @@ class OneStepProblem:
 
 def one_step_problem(
     lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, frozen_m: torch.Tensor | None,
-    storage: str = "float32",
+    storage: str = "float32", start: Start | None = None,
 ) -> OneStepProblem:
     """`frozen_m`: the (d,) m of share=frozen_m (optimize checks it first).
-    `storage`: what the forward pass rounds each row to (the straight-through phase)."""
+    `storage`: what the forward pass rounds each row to (the straight-through phase).
+    `start`: the model's warm start (starts.py); the first restart's rows begin there."""
     recipe, share = cfg.recipe, cfg.share
     width = cfg.rank or lm.hidden_size
     s, k = len(seqs), recipe.seeds
@@ -86,6 +88,8 @@ def one_step_problem(
     e_rows = torch.cat([init_vectors(lm, recipe, s, recipe.seed + i, recipe.init_e, width) for i in range(k)])
     m_rows = torch.cat([init_vectors(lm, recipe, s, M_SEED_OFFSET + recipe.seed + i, None, width)
                         for i in range(k)])
+    if start is not None:
+        e_rows[:s], m_rows[:s] = start.e.to(e_rows), start.m.to(m_rows)
     if share is ShareMode.SHARED_E:
         e_table, e_of_row = _group_table(e_rows, group_of_row), group_of_row
     else:

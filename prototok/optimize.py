@@ -26,6 +26,7 @@ from .one_step import one_step_problem
 from .problem import Problem, first_seeds, pad_right, token_loss
 from .recipe import EncodeConfig, Method, Recipe, Schedule, ShareMode
 from .rowadam import RowAdamW
+from .starts import find_start
 
 
 @dataclass
@@ -74,7 +75,8 @@ def optimize(
     if cfg.method is Method.AUTOREGRESSIVE:
         problem = mem_problem(lm, seqs, cfg)
     else:
-        problem = one_step_problem(lm, seqs, cfg, frozen_m)
+        warm = cfg.recipe.warm_start and not cfg.rank
+        problem = one_step_problem(lm, seqs, cfg, frozen_m, start=find_start(lm) if warm else None)
     polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
     total = cfg.recipe.max_steps + (cfg.recipe.ste_steps if polish else 0)  # the budget a progress bar shows
     sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, total) if polish else progress)

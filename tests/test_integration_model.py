@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import pytest
+import torch
 
 from prototok import EncodeConfig, decode, encode_texts, load_model
 from prototok.recipe import TUNED
@@ -41,3 +42,12 @@ def test_cli_with_the_default_model(tmp_path):
     dec = subprocess.run(["prototok", "decode", str(out), "--json"], capture_output=True, text=True, timeout=600, check=False)
     assert dec.returncode == 0, dec.stderr
     assert json.loads(dec.stdout)["text"] == SENTENCE
+
+
+def test_the_embedded_model_ships_its_warm_start_for_every_dtype(smol):
+    from prototok.starts import find_start, weights_fingerprint
+
+    start = find_start(smol)
+    assert start is not None and start.meta["model"] == smol.name and start.e.shape == (smol.hidden_size,)
+    other = load_model(dtype="float32" if smol.dtype != torch.float32 else "bfloat16")
+    assert weights_fingerprint(other) == weights_fingerprint(smol)

@@ -1,0 +1,73 @@
+"""Warm starts: learnt once per model, found only for that model's weights, used as the first
+restart's init, and never needed to decode."""
+
+import pytest
+import torch
+
+from prototok import TUNED, EncodeConfig, load_model
+from prototok.errors import CorruptEncoding
+from prototok.one_step import one_step_problem
+from prototok.optimize import optimize
+from prototok.settings import get_settings
+from prototok.start_training import prose_chunks, train_start
+from prototok.starts import candidates, find_start, read_start, weights_fingerprint, write_start
+
+SEQS = [[5, 9, 13, 2, 7], [3, 3, 8, 1, 4], [11, 6, 2, 9, 10]]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROTOTOK_CACHE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def recipe(**changes):
+    return TUNED.with_(max_steps=6, warmup_steps=1, margin=0.0, **changes)
+
+
+def test_a_trained_start_is_found_for_its_model_and_begins_the_first_restart(cache):
+    lm = load_model("tiny-llama")
+    e, m, how = train_start(lm, SEQS, 4, recipe())
+    assert how["texts"] == 3 and how["steps"] == 4 and e.shape == m.shape == (lm.hidden_size,)
+    path = write_start(candidates(lm)[0], lm, e, m, **how)
+    assert path.parent == cache / "starts"
+    start = find_start(lm)
+    assert start is not None and torch.equal(start.e, e) and start.meta["texts"] == 3
+    cfg = EncodeConfig(recipe=recipe(seeds=2, warm_start=True))
+    problem = one_step_problem(lm, SEQS[:2], cfg, None, start=start)
+    assert torch.equal(problem.e_table[:2], e.expand(2, -1)) and torch.equal(problem.m_table[:2], m.expand(2, -1))
+    assert not torch.equal(problem.e_table[2], e)  # the second restart still starts at random
+
+
+def test_warm_start_changes_the_path_and_nothing_else_without_a_start(cache):
+    lm = load_model("tiny-llama")
+    cold = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe()))
+    no_file = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe(warm_start=True)))
+    assert torch.equal(cold[0].vectors["e"], no_file[0].vectors["e"])
+    e, m, how = train_start(lm, SEQS, 3, recipe())
+    write_start(candidates(lm)[0], lm, e, m, **how)
+    warm = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe(warm_start=True)))
+    assert not torch.equal(cold[0].vectors["e"], warm[0].vectors["e"])
+
+
+def test_a_start_of_other_weights_is_ignored(cache):
+    lm, other = load_model("tiny-llama"), load_model("tiny-gpt-neox")
+    assert weights_fingerprint(lm) != weights_fingerprint(other)
+    e, m, how = train_start(other, SEQS, 2, recipe())
+    write_start(candidates(lm)[0], other, e, m, **how)  # a file under lm's name, made for other weights
+    assert find_start(lm) is None
+
+
+def test_an_unreadable_start_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "start.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(CorruptEncoding, match="not a readable start file"):
+        read_start(bad)
+
+
+def test_prose_chunks_keep_only_full_chunks():
+    lm = load_model("tiny-llama")  # byte-level tokenizer: one id per byte
+    chunks = prose_chunks(lm, ["x" * 60, "short"], skip=40, tokens=16)
+    assert chunks == [lm.tokenize("x" * 16)]
