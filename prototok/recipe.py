@@ -180,8 +180,8 @@ PAPER = Recipe()
 # (bench/results/speed.md), so both are options, off here, until the attempt length follows the
 # text's length (README "The optimisation recipe"). The warm start (prototok/starts.py: an m
 # shared by 32 shipped prose chunks and their mean e, begun from in place of random vectors) cut
-# the median steps to lossless on held-out 16-token prose from 239 to 150, and ended the stalls
-# (3 of 13 texts capped at 600 steps cold, none of 16 warm): bench/results/speed.md.
+# the median steps to lossless on held-out 16-token prose from 240.5 to 145 and ended the stalls
+# (4 of 16 texts capped at 600 steps cold, none of 20 warm): bench/results/levers.md, speed.md.
 TUNED = Recipe(
     lr=0.08,
     init=Init.EMBEDDING,
