@@ -308,6 +308,7 @@ def start_train(
     out: Path | None = typer.Option(None, help="Output file (default: the cache dir, where encodes find it)."),
 ) -> None:
     """Learn a start for a model: one m shared by the texts, e their mean. Prints the file's path."""
+    from .errors import InvalidInput
     from .experiments.datasets import passages
     from .models import load_model, quiet_libraries
     from .start_training import prose_chunks, train_start
@@ -316,6 +317,8 @@ def start_train(
     quiet_libraries()
     lm = load_model(model)
     seqs = prose_chunks(lm, [p["text"] for p in passages()[:texts]], tokens=tokens)
+    if not seqs:
+        raise InvalidInput(f"no passage has {tokens} tokens after its first 40 for this tokenizer")
     bar, report = _progress_bar(steps)
     e, m, how = train_start(lm, seqs, steps, progress=report)
     bar.close()

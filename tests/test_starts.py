@@ -71,3 +71,18 @@ def test_prose_chunks_keep_only_full_chunks():
     lm = load_model("tiny-llama")  # byte-level tokenizer: one id per byte
     chunks = prose_chunks(lm, ["x" * 60, "short"], skip=40, tokens=16)
     assert chunks == [lm.tokenize("x" * 16)]
+
+
+def test_the_cli_trains_a_start_that_show_then_finds(cache):
+    from typer.testing import CliRunner
+
+    from prototok.cli import app
+
+    runner = CliRunner()
+    none = runner.invoke(app, ["start", "show", "--model", "tiny-llama"])
+    assert none.exit_code == 0 and "no start for tiny-llama" in none.output
+    made = runner.invoke(app, ["start", "train", "--model", "tiny-llama", "--texts", "2", "--steps", "2"])
+    assert made.exit_code == 0, made.output
+    assert str(cache / "starts") in made.output
+    shown = runner.invoke(app, ["start", "show", "--model", "tiny-llama"])
+    assert shown.exit_code == 0 and '"texts": 2' in shown.output
