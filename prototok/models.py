@@ -71,6 +71,13 @@ class LanguageModel:
         return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
 
     @cached_property
+    def weights_fingerprint(self) -> str:
+        """Hash of every 97th row of the input embeddings, rounded to bfloat16 so that one model
+        loaded in float32 or bfloat16 has one fingerprint (a warm start belongs to these weights)."""
+        rows = self.model.get_input_embeddings().weight[::97].detach().to("cpu", torch.bfloat16)
+        return hashlib.sha256(rows.contiguous().view(torch.int16).numpy().tobytes()).hexdigest()[:16]
+
+    @cached_property
     def bos_id(self) -> int | None:
         """Token that stands before t1 when H_LM scores the first token."""
         tok = self.tokenizer

@@ -9,13 +9,12 @@ the encoding still stores its own e and m, and decodes without the start.
 A start is a small .safetensors file (e, m and JSON metadata naming the model). The embedded
 model's ships with the package (`prototok/data/`); `prototok start train` makes one for any
 other model into the cache dir, where it is found before the shipped one. A file is used only
-for the model whose embedding matrix it was made with (`weights_fingerprint`), so a start never
+for the model whose embedding matrix it was made with (`LanguageModel.weights_fingerprint`), so a start never
 silently goes to another model of the same name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -42,13 +41,6 @@ class Start:
     path: Path | None = None
 
 
-def weights_fingerprint(lm: LanguageModel) -> str:
-    """Hash of every 97th row of the input embeddings, rounded to bfloat16 so that one model
-    loaded in float32 or bfloat16 has one fingerprint."""
-    rows = lm.model.get_input_embeddings().weight[::97].detach().to("cpu", torch.bfloat16)
-    return hashlib.sha256(rows.contiguous().view(torch.int16).numpy().tobytes()).hexdigest()[:16]
-
-
 def file_name(lm: LanguageModel) -> str:
     return "start-" + re.sub(r"[^A-Za-z0-9._-]+", "_", lm.name).strip("_") + ".safetensors"
 
@@ -60,7 +52,7 @@ def candidates(lm: LanguageModel) -> list[Path]:
 
 def find_start(lm: LanguageModel) -> Start | None:
     """The first start made for exactly this model's weights, or None (then encodes start at random)."""
-    return _find(lm.name, weights_fingerprint(lm), lm.hidden_size, tuple(candidates(lm)))
+    return _find(lm.name, lm.weights_fingerprint, lm.hidden_size, tuple(candidates(lm)))
 
 
 @lru_cache(maxsize=16)
@@ -87,7 +79,7 @@ def read_start(path: Path) -> Start:
 
 def write_start(path: Path, lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, **meta: object) -> Path:
     """Save a start for `lm`; the metadata says how it was made (texts, steps, seconds, recipe)."""
-    meta = {"model": lm.name, "weights_fingerprint": weights_fingerprint(lm), "hidden_size": lm.hidden_size,
+    meta = {"model": lm.name, "weights_fingerprint": lm.weights_fingerprint, "hidden_size": lm.hidden_size,
             "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta}
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"e": e.detach().float().cpu().contiguous(), "m": m.detach().float().cpu().contiguous()}

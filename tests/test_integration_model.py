@@ -45,9 +45,9 @@ def test_cli_with_the_default_model(tmp_path):
 
 
 def test_the_embedded_model_ships_its_warm_start_for_every_dtype(smol):
-    from prototok.starts import find_start, weights_fingerprint
+    from prototok.starts import find_start
 
     start = find_start(smol)
     assert start is not None and start.meta["model"] == smol.name and start.e.shape == (smol.hidden_size,)
     other = load_model(dtype="float32" if smol.dtype != torch.float32 else "bfloat16")
-    assert weights_fingerprint(other) == weights_fingerprint(smol)
+    assert other.weights_fingerprint == smol.weights_fingerprint

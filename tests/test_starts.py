@@ -10,7 +10,7 @@ from prototok.one_step import one_step_problem
 from prototok.optimize import optimize
 from prototok.settings import get_settings
 from prototok.start_training import prose_chunks, train_start
-from prototok.starts import candidates, find_start, read_start, weights_fingerprint, write_start
+from prototok.starts import candidates, find_start, read_start, write_start
 
 SEQS = [[5, 9, 13, 2, 7], [3, 3, 8, 1, 4], [11, 6, 2, 9, 10]]
 
@@ -54,7 +54,7 @@ def test_warm_start_changes_the_path_and_nothing_else_without_a_start(cache):
 
 def test_a_start_of_other_weights_is_ignored(cache):
     lm, other = load_model("tiny-llama"), load_model("tiny-gpt-neox")
-    assert weights_fingerprint(lm) != weights_fingerprint(other)
+    assert lm.weights_fingerprint != other.weights_fingerprint
     e, m, how = train_start(other, SEQS, 2, recipe())
     write_start(candidates(lm)[0], other, e, m, **how)  # a file under lm's name, made for other weights
     assert find_start(lm) is None
