@@ -11,7 +11,7 @@ import uuid
 from fastapi import APIRouter, Response
 from rq import Retry
 
-from prototok.errors import InvalidInput, TextTooLong, UnknownModel
+from prototok.errors import TextTooLong, UnknownModel
 from prototok.models import canonical_name, is_builtin, known_models
 from prototok.settings import Settings
 from service.errors import ModelNotServed, TooManyTexts
@@ -57,10 +57,7 @@ def encode(body: EncodeRequest, response: Response, settings: SettingsDep, conn:
     check_texts(texts, settings)
     model = canonical_name(body.model or settings.model)
     check_served(model, served_models(conn))
-    try:
-        cfg = body.options.to_config(settings)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid options: {exc}") from exc
+    cfg = body.options.to_config(settings)  # a bad option raises InvalidInput naming its field (recipe.py)
     check_budget(texts, cfg.recipe.max_steps, cfg.recipe.seeds, settings)
     job_id = uuid.uuid4().hex
     limit = settings.max_jobs_per_key if settings.auth else 0  # per key: no keys, no per-key limit
