@@ -12,7 +12,8 @@ side's 64-token passages can take half an hour each on 2 cores: `--baseline-cap`
 steps there, and such a row is a lower bound on the speed-up (marked `>=`).
 
 Run: python -m bench.speed [--passages 5] [--baseline 15b1825] [--baseline-cap 300]
-     python -m bench.speed --ablation   # each lever alone on the sentences (new code only)
+     python -m bench.speed --ablation 5  # each lever alone on the sentences (new code only)
+     python -m bench.speed --chunks 16 32 64 --passages 3  # chunk length vs seconds (new code only)
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ class Side:
             raise RuntimeError(f"{self.name} side exited (code {self.proc.wait()})")
         return json.loads(line)
 
-    def encode(self, texts: list[str], recipe: dict | None = None, dtype: str | None = None) -> dict:
-        self.proc.stdin.write(json.dumps({"texts": texts, "recipe": recipe or {}, "dtype": dtype}) + "\n")
+    def encode(self, texts: list[str], recipe: dict | None = None, dtype: str | None = None,
+               chunk_tokens: int = 64) -> dict:
+        req = {"texts": texts, "recipe": recipe or {}, "dtype": dtype, "chunk_tokens": chunk_tokens}
+        self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         return self._read()
 
@@ -144,8 +147,13 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="work kinds to run (sentence passage-32 passage-64 batch-8)")
     ap.add_argument("--ablation", type=int, default=0, metavar="N",
                     help="instead: each lever alone on the first N sentences (results in speed-ablation)")
+    ap.add_argument("--chunks", type=int, nargs="*", default=None, metavar="TOKENS",
+                    help="instead: 64-token passages encoded at each chunk length (results in speed-chunks)")
+    ap.add_argument("--cold", action="store_true", help="with --chunks: also each length without the warm start")
     args = ap.parse_args()
     started = utc_now()
+    if args.chunks:
+        return chunk_curve(started, args, Side("new", None))
     old = Side("old", snapshot(args.baseline))
     new = Side("new", None)
     if args.ablation:
@@ -206,6 +214,49 @@ def ablation(started: str, args, old: Side, new: Side) -> None:
         write("speed-ablation", {"started": started, "machine": machine(), "summary": summary, "rows": rows}, md,
               append=False)
     old.close()
+    new.close()
+
+
+def chunk_curve(started: str, args, new: Side) -> None:
+    """The issue's "chunk length for throughput": one 64-token passage split into chunks of c
+    tokens is c-token rows optimised together in one batch; shorter chunks need far fewer steps
+    each, and a batch of rows costs less than that many single rows, but store more vectors."""
+    from prototok import load_model
+
+    texts = passages_of(64, args.passages, load_model().tokenize)
+    variants = [(c, warm) for c in args.chunks for warm in ((True, False) if args.cold else (True,))]
+    rows: list[dict] = []
+    for i, text in enumerate(texts):
+        for c, warm in variants:
+            res = new.encode([text], None if warm else {"warm_start": False}, chunk_tokens=c)
+            enc = res["encodings"][0]
+            rows.append({"item": i, "chunk_tokens": c, "warm_start": warm, "n_tokens": enc["n_tokens"],
+                         "vectors": 2 * -(-enc["n_tokens"] // c), "lossless": enc["lossless"],
+                         "steps": enc["steps"], "seconds": round(res["seconds"], 2)})
+            print(rows[-1], flush=True)
+        summary = []
+        for c, warm in variants:
+            mine = [r for r in rows if r["chunk_tokens"] == c and r["warm_start"] == warm]
+            summary.append({"chunk_tokens": c, "warm_start": warm, "passages": len(mine),
+                            "lossless": f"{sum(r['lossless'] for r in mine)}/{len(mine)}",
+                            "tokens_per_vector": round(sum(r["n_tokens"] for r in mine)
+                                                       / sum(r["vectors"] for r in mine), 1),
+                            "median_steps": statistics.median(r["steps"] for r in mine),
+                            "median_s": statistics.median(r["seconds"] for r in mine),
+                            "max_s": max(r["seconds"] for r in mine),
+                            "tokens_per_s": round(sum(r["n_tokens"] for r in mine)
+                                                  / sum(r["seconds"] for r in mine), 3)})
+        md = (f"New default (this commit, {new.info['dtype']}, {new.info['threads']} threads) on {i + 1} prose "
+              "passages of about 64 tokens (shipped data, from passage 100 on), each encoded alone at each "
+              "chunk length, the lengths interleaved per passage. `steps`: the slowest chunk's; "
+              "`tokens_per_vector`: tokens over stored vectors (2 per chunk).\n\n"
+              + records_table(summary, ["chunk_tokens", "warm_start", "passages", "lossless", "tokens_per_vector",
+                                        "median_steps", "median_s", "max_s", "tokens_per_s"])
+              + "\n\nEvery passage:\n\n"
+              + records_table(rows, ["item", "chunk_tokens", "warm_start", "n_tokens", "vectors", "lossless",
+                                     "steps", "seconds"]))
+        write("speed-chunks", {"started": started, "machine": machine(), "new": new.info, "summary": summary,
+                               "rows": rows}, md, append=False)
     new.close()
 
 
