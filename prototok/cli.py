@@ -120,7 +120,8 @@ def encode(
                                              "solved (tuned: 1.0; 0 = stop at the first exact reconstruction)."),
     arrangement: str = typer.Option("e_mN-1", help="one | halves | pairs | e_mN | e_mN-1"),
     method: str = typer.Option("one_step", help="one_step (the paper) or autoregressive ([mem] baseline)."),
-    chunk_tokens: int = typer.Option(64, min=1, help="Longer texts are split into chunks of this many tokens."),
+    chunk_tokens: int | None = typer.Option(None, min=1, help="Longer texts are split into chunks of this many "
+                                             "tokens (default 32; shorter: faster per token, more vectors)."),
     sink: bool | None = typer.Option(None, "--sink/--no-sink",
                                      help="Frozen BOS embedding before [e, m, ...] (default: the recipe's)."),
     storage: str | None = typer.Option(None, help="How the file stores e and m: float32 (default) | float16 | "

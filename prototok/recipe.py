@@ -202,6 +202,14 @@ RECIPES: dict[str, Recipe] = {"paper": PAPER, "tuned": TUNED}
 COMPACT = {"storage": "int8", "rank": 0}
 
 
+# Longer texts are split into chunks of at most this many tokens, each its own (e, m) row, optimised
+# together in one batch. Shorter chunks need far fewer steps each and extra rows cost little, but
+# every chunk stores two more vectors: 64-token prose on 2 cores (bench/results/speed-chunks.md)
+# took ~1 min in 16-token chunks, ~2 min in 32 and was not lossless after 1000 steps (6 min) as one
+# 64-token chunk. 32 keeps 16 tokens per vector and a 64-token passage within the issue's 3 minutes.
+CHUNK_TOKENS = 32
+
+
 @dataclass(frozen=True)
 class EncodeConfig:
     """Everything that decides how texts become proto-tokens."""
@@ -211,7 +219,7 @@ class EncodeConfig:
     arrangement: Arrangement = Arrangement.E_MN1
     share: ShareMode = ShareMode.NONE
     group_size: int = 0  # texts per sharing group; 0 = the whole batch
-    chunk_tokens: int = 64  # longer texts are split into chunks of at most this many tokens
+    chunk_tokens: int = CHUNK_TOKENS  # longer texts are split into chunks of at most this many tokens
     mem_tokens: int = 1  # number of [mem] vectors for the autoregressive baseline
     max_batch_rows: int = 256  # sequences x restarts optimised in one batch
     # How the file stores e and m (prototok/storage.py): float32 | float16 | bfloat16 | int8 (per-vector

@@ -52,6 +52,22 @@ def test_margin_flag_decides_when_a_text_counts_as_solved(tmp_path):
     assert steps["0"] < 60 and steps["50"] == 60, steps
 
 
+def test_chunk_tokens_default_is_the_library_one_and_the_flag_overrides_it(tmp_path):
+    """The CLI leaves the chunk length to EncodeConfig (one default for CLI, API and library)."""
+    from prototok import EncodeConfig, Encoding
+    from prototok.recipe import CHUNK_TOKENS
+
+    assert EncodeConfig().chunk_tokens == CHUNK_TOKENS
+    text = " ".join(["word"] * (CHUNK_TOKENS + 5))
+    for flags, size in (([], CHUNK_TOKENS), (["--chunk-tokens", "8"], 8)):
+        out = tmp_path / f"c{size}.safetensors"
+        res = run("encode", text, "--out", str(out), "--model", "tiny-llama", "--max-steps", "2", *flags)
+        assert res.exit_code == 0, res.output
+        enc = Encoding.load(out)
+        assert max(enc.lengths) == size and sum(enc.lengths) == enc.n_tokens > size
+        assert run("decode", str(out)).stdout == text
+
+
 def test_encode_from_file(tmp_path):
     src, out = tmp_path / "t.txt", tmp_path / "e.safetensors"
     src.write_text("from a file\n", encoding="utf-8")
