@@ -59,7 +59,7 @@ class Side:
         return json.loads(line)
 
     def encode(self, texts: list[str], recipe: dict | None = None, dtype: str | None = None,
-               chunk_tokens: int = 64) -> dict:
+               chunk_tokens: int | None = None) -> dict:
         req = {"texts": texts, "recipe": recipe or {}, "dtype": dtype, "chunk_tokens": chunk_tokens}
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()

@@ -34,7 +34,8 @@ def main() -> None:
             models[dtype] = load_model(dtype=dtype)
         lm = models[dtype]
         recipe = RECIPES["tuned"].with_(**req.get("recipe", {}))
-        cfg = EncodeConfig(recipe=recipe, chunk_tokens=req.get("chunk_tokens", 64))
+        chunking = {"chunk_tokens": req["chunk_tokens"]} if req.get("chunk_tokens") else {}  # else the version's own
+        cfg = EncodeConfig(recipe=recipe, **chunking)
         start = time.perf_counter()
         encs = encode_texts(lm, req["texts"], cfg)
         seconds = time.perf_counter() - start
