@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LocalApi, wait_for
+from conftest import Api, LocalApi, wait_for
 
 from app.batcher import DecodeLane
 from app.decode_process import DecodeUnavailable, error_of, plain_loads
@@ -38,11 +38,11 @@ def decodes() -> Iterator[DecodeLane]:
 
 
 def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie (an orphan's, which whoever adopted it may not reap)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
         return True
-    return False
 
 
 def test_a_killed_decode_process_fails_its_batch_with_503_and_the_next_decode_gets_a_new_one(decodes, encodings):
@@ -97,7 +97,7 @@ def test_the_api_shutdown_ends_its_decode_process(service_redis, tmp_path):
     """The app's lifespan: a decode starts the model's process, leaving the app ends it."""
     from app import batcher
 
-    api = LocalApi(tmp_path / "api.log", PROTOTOK_AUTH="off")
+    api = LocalApi(tmp_path / "api.log", PROTOTOK_AUTH="off", PROTOTOK_DECODE_PROCESS="true")
     try:
         e = torch.randn(1, 32, generator=torch.Generator().manual_seed(0))
         r = api.http.post("/v1/decode", json={"model": "tiny-llama", "e": e.tolist(), "m": e.tolist(), "length": 3})
@@ -107,6 +107,42 @@ def test_the_api_shutdown_ends_its_decode_process(service_redis, tmp_path):
     finally:
         api.close()
     assert proc.exitcode == 0 and "tiny-llama" not in batcher._lanes
+
+
+def decode_children(pid: int) -> list[int]:
+    """The decode processes of an API process: its children started by multiprocessing's spawn."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+                    and b"spawn_main" in (entry / "cmdline").read_bytes()):
+                kids.append(int(entry.name))
+        except OSError:
+            continue
+    return kids
+
+
+@pytest.mark.integration
+def test_an_api_process_leaves_no_decode_process_behind(service_redis, tmp_path):
+    """uvicorn as deployed: stopped (SIGINT), its decode process exits with it; killed (SIGKILL),
+    the closed pipe ends its decode process too."""
+    api = Api(tmp_path / "api.log", PROTOTOK_AUTH="off", PROTOTOK_API_PRELOAD="true").start()
+    try:
+        children = wait_for(lambda: decode_children(api.proc.pid), 120, "the preloading decode process", api.proc)
+        e = torch.randn(2, 32, generator=torch.Generator().manual_seed(1))
+        body = {"model": "tiny-llama", "e": e.tolist(), "m": e.flip(0).tolist(), "length": [3, 2]}
+        first = api.http.post("/v1/decode", json=body)
+        assert first.status_code == 200 and first.json()["length"] == 5, first.text
+        assert decode_children(api.proc.pid) == children
+        api.restart()
+        assert all(gone(pid) for pid in children)
+        assert api.http.post("/v1/decode", json=body).json()["text"] == first.json()["text"]
+        children = decode_children(api.proc.pid)
+        assert len(children) == 1
+        api.proc.kill9()
+        wait_for(lambda: all(gone(pid) for pid in children), 60, "the orphaned decode process to exit")
+    finally:
+        api.close()
 
 
 def test_the_child_errors_come_back_as_the_same_classes(decodes, encodings):
