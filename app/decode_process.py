@@ -137,9 +137,10 @@ def child_main(conn: Connection, model: str, threads: int, nice: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[decode %(process)d]: %(message)s")
     configure_threads(threads)
     try:
-        load_model(model)  # now, so the first batch does not wait for it; a failure fails each batch's requests
-    except Exception as exc:  # noqa: BLE001
-        log.warning("decode process could not load model %s: %s", model, exc)
+        lm = load_model(model)  # now, so the first batch does not wait for it
+        log.info("model %s loaded on %s, %d torch thread(s)", lm.name, lm.device, threads)
+    except Exception as exc:  # noqa: BLE001 - each batch's requests get the error
+        log.warning("could not load model %s: %s", model, exc)
     while True:
         try:
             message = receive(conn)
