@@ -1,4 +1,5 @@
-"""Decodes in their own lane: one thread per model joins concurrent decodes into one pass.
+"""Decodes in their own lane: per model, one thread joins concurrent decodes into batches, and
+one child process runs their passes.
 
 Before, every decode ran in FastAPI's shared thread pool, one forward pass per request and
 up to 40 at once: passes fought over the CPU cores, and job polls, which need the same
@@ -8,49 +9,46 @@ per second in all than one client alone). Now:
 - a route hands its decode to its model's `DecodeLane` and awaits a future; the event loop
   and the thread pool stay free for polls;
 - the lane's thread takes what is waiting (up to PROTOTOK_DECODE_BATCH_TOKENS positions,
-  waiting at most PROTOTOK_DECODE_BATCH_WAIT_MS for company) and decodes it in one batched
-  pass (`prototok.decode` for encodings, `decode_ids` for raw vectors), which costs about
-  what one request's pass costs on a CPU, and less per text on a GPU;
+  waiting at most PROTOTOK_DECODE_BATCH_WAIT_MS for company) and has it decoded in one batched
+  pass per group (app/decode_pass.py), which costs about what one request's pass costs on a
+  CPU, and less per text on a GPU; a pass that fails is redone request by request;
+- the passes run in the model's decode process (app/decode_process.py), so a pass never holds
+  the GIL the event loop needs; with PROTOTOK_DECODE_PROCESS=false they run in the lane's
+  thread itself (the previous design: when that thread is descheduled while it holds the GIL,
+  the API's other threads wait for it, the tail of poll latency under load);
 - the passes use PROTOTOK_DECODE_THREADS torch threads (default: all cores but one), so one
   core stays free for request handling; on a busy CPU this also spares the passes the cost of
   threads that spin at each barrier waiting for a descheduled sibling;
-- the thread runs at a lower CPU priority (PROTOTOK_DECODE_NICE, default 5; its torch worker
-  threads inherit it): on a contended CPU, request handling goes first and decodes get the
-  rest (bench.load smoke runs, 150 pollers and 50 decoders: poll p50 809 / 13 / 8 ms and
-  9.9 / 8.5 / 6.0 decodes/s at niceness 0 / 5 / 10). Two costs: on a host shared with other
-  busy processes the lane yields to them too (at 10 it starved there), and when the lane is
-  descheduled while it holds the GIL, the API's other threads wait for it (the tail of poll
-  latency under load). A decode process of its own would remove the second;
+- they run at a lower CPU priority (PROTOTOK_DECODE_NICE, default 5: the decode process, or the
+  lane's thread and its torch workers): on a contended CPU, request handling goes first and
+  decodes get the rest (bench.load smoke runs of the thread lane, 150 pollers and 50 decoders:
+  poll p50 809 / 13 / 8 ms and 9.9 / 8.5 / 6.0 decodes/s at niceness 0 / 5 / 10). The cost: on
+  a host shared with other busy processes the passes yield to them too (at 10 they starved there);
 - at most PROTOTOK_DECODE_QUEUE_MAX decodes wait: past that, 503 `decode_busy` with
   Retry-After, instead of a queue that grows without bound.
-
-Exactness: `prototok.decode` checks each text's token checksum. A pass over many requests
-can differ from a pass alone at a low-margin position (batch shape changes float rounding);
-when a batch fails in any way, each of its requests is decoded again alone, so one request's
-failure (or such a flip) never fails another. Raw vectors carry no checksum: their text is
-what the vectors give in the pass they were decoded in.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 
-from prototok import Encoding, LanguageModel, decode, decode_ids, load_model
-from prototok.codec import Decoded, check_vectors, dtype_name
+from prototok import Encoding, load_model
 from prototok.models import configure_threads
 from prototok.recipe import Arrangement
 from prototok.settings import Settings
 from service.errors import ServiceError
 
+from .decode_pass import Job, Outcome, decode_threads, lower_priority, run_batch
+from .decode_process import DecodeProcess, DecodeUnavailable
 from .telemetry import DECODE_BATCH
 
 log = logging.getLogger("prototok.api")
@@ -63,36 +61,65 @@ class DecodeBusy(ServiceError):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
-@dataclass
-class VectorsResult:
-    text: str
-    seconds: float
+class Runner(Protocol):
+    """Where a lane's passes run: its decode process, or its own thread."""
+
+    def start(self) -> None: ...
+    def run(self, jobs: list[Job]) -> tuple[list[Outcome], list[int]]: ...
+    def close(self) -> None: ...
+
+
+class InThread:
+    """PROTOTOK_DECODE_PROCESS=false: the passes run in the lane's thread of the API process."""
+
+    def __init__(self, model: str, settings: Settings):
+        self.model, self.dtypes = model, list(settings.api_decode_dtypes)
+        self.threads, self.nice = decode_threads(settings), settings.decode_nice
+
+    def start(self) -> None:
+        """In the lane's thread: its niceness and torch threads (process-wide: the API runs torch only here)."""
+        configure_threads(self.threads)
+        lower_priority(self.nice)
+        try:
+            load_model(self.model)  # now, so the first batch does not wait for it
+        except Exception as exc:  # noqa: BLE001 - each batch's requests get the error
+            log.warning("decode lane could not load model %s: %s", self.model, exc)
+
+    def run(self, jobs: list[Job]) -> tuple[list[Outcome], list[int]]:
+        return run_batch(self.model, jobs, self.dtypes)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
 class Pending:
-    """One request waiting in a lane: an encoding, or raw vectors with their layout."""
+    """One request waiting in a lane, and the future its route awaits."""
 
-    positions: int
+    job: Job
     future: Future = field(default_factory=Future)
-    enc: Encoding | None = None
-    e: torch.Tensor | None = None
-    m: torch.Tensor | None = None
-    lengths: list[int] = field(default_factory=list)
-    arrangement: Arrangement = Arrangement.E_MN1
-    sink: bool = False
 
-    def layout(self) -> tuple[Arrangement, bool]:
-        return self.arrangement, self.sink
+
+def settle(future: Future, outcome: Outcome) -> None:
+    """Hand a request its outcome, unless its client went away (asyncio cancelled the future)."""
+    if not future.set_running_or_notify_cancel():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class DecodeLane:
-    """The decoding thread of one model, and the bounded queue in front of it."""
+    """The decoding lane of one model: the bounded queue, and the thread that gathers batches
+    from it and has its runner decode them."""
 
     def __init__(self, model: str, settings: Settings):
         self.model, self.settings = model, settings
-        self.waiting: queue.Queue[Pending] = queue.Queue(maxsize=settings.decode_queue_max)
+        self.runner: Runner = DecodeProcess(model, settings) if settings.decode_process else InThread(model, settings)
+        self.waiting: queue.Queue[Pending | None] = queue.Queue(maxsize=settings.decode_queue_max)
         self.carry: Pending | None = None  # taken but did not fit the last batch: first in the next
+        self.closed = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"decode-{model}", daemon=True)
 
     def start(self) -> DecodeLane:
@@ -100,114 +127,87 @@ class DecodeLane:
         return self
 
     def submit_encoding(self, enc: Encoding) -> Future:
-        return self._submit(Pending(positions=enc.n_tokens, enc=enc))
+        return self._submit(Job(enc=enc))
 
     def submit_vectors(self, e: torch.Tensor, m: torch.Tensor, lengths: list[int], arrangement: Arrangement,
                        sink: bool) -> Future:
-        return self._submit(Pending(positions=sum(lengths), e=e, m=m, lengths=lengths, arrangement=arrangement,
-                                sink=sink))
+        return self._submit(Job(e=e, m=m, lengths=lengths, arrangement=arrangement, sink=sink))
 
-    def _submit(self, job: Pending) -> Future:
+    def _submit(self, job: Job) -> Future:
+        if self.closed.is_set():
+            raise DecodeUnavailable(f"the decode lane of model '{self.model}' is closed (the API is shutting down)")
+        pending = Pending(job)
         try:
-            self.waiting.put_nowait(job)
+            self.waiting.put_nowait(pending)
         except queue.Full:
             raise DecodeBusy(f"{self.settings.decode_queue_max} decodes are waiting for model '{self.model}' "
                              "(PROTOTOK_DECODE_QUEUE_MAX); retry in a second") from None
-        return job.future
+        return pending.future
+
+    def close(self, timeout: float = 30) -> None:
+        """Finish the batch in hand, fail what still waits with 503, stop the thread and the runner."""
+        self.closed.set()
+        with suppress(queue.Full):
+            self.waiting.put_nowait(None)  # wakes the thread if it waits for work (a full queue wakes it anyway)
+        if self.thread.ident is None:  # never started: nothing else will answer what waits
+            self._fail_waiting()
+        elif self.thread.is_alive():
+            self.thread.join(timeout)
+        self.runner.close()
 
     # --- the lane's thread ---
 
     def _run(self) -> None:
-        configure_threads(decode_threads(self.settings))  # process-wide: the API runs torch only here
-        lower_priority(self.settings.decode_nice)
-        while True:
-            batch = self._gather()
-            try:
-                lm = load_model(self.model)
-            except Exception as exc:  # noqa: BLE001 - a model that cannot load fails its requests, not the lane
-                for job in batch:
-                    job.future.set_exception(exc)
-                continue
-            stored = [j for j in batch if j.enc is not None]
-            for dtype in {lane_dtype(self.settings, lm, j.enc) for j in stored}:
-                mine = [j for j in stored if lane_dtype(self.settings, lm, j.enc) == dtype]
-                self._decode(lm if dtype is None else load_model(self.model, dtype=dtype), mine)
-            for layout in {j.layout() for j in batch if j.enc is None}:
-                self._decode(lm, [j for j in batch if j.enc is None and j.layout() == layout])
+        try:
+            self.runner.start()
+        except Exception:  # the first batch tries again, and its requests hear why
+            log.exception("decode lane of model %s could not start its runner", self.model)
+        while batch := self._gather():
+            self._decode(batch)
+        self._fail_waiting()
 
     def _gather(self) -> list[Pending]:
-        """The next batch: whatever waits, up to the position budget, after a short wait for more."""
-        first = self.carry or self.waiting.get()
-        self.carry = None
-        batch, total = [first], first.positions
+        """The next batch: whatever waits, up to the position budget, after a short wait for more.
+        [] once the lane is closed."""
+        if self.closed.is_set():
+            return []
+        first, self.carry = self.carry or self.waiting.get(), None
+        if first is None:  # close() woke us
+            return []
+        batch, total = [first], first.job.positions
         deadline = time.monotonic() + self.settings.decode_batch_wait_ms / 1000
         while total < self.settings.decode_batch_tokens:
             try:
-                job = self.waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+                pending = self.waiting.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if total + job.positions > self.settings.decode_batch_tokens:
-                self.carry = job
+            if pending is None:  # close(): decode what we hold, then stop
                 break
-            batch.append(job)
-            total += job.positions
+            if total + pending.job.positions > self.settings.decode_batch_tokens:
+                self.carry = pending
+                break
+            batch.append(pending)
+            total += pending.job.positions
         return batch
 
-    def _decode(self, lm: LanguageModel, jobs: list[Pending]) -> None:
-        if not jobs:
-            return
-        DECODE_BATCH.observe(len(jobs))
+    def _decode(self, batch: list[Pending]) -> None:
         try:
-            results = _pass(lm, jobs)
-        except Exception as exc:  # noqa: BLE001 - handed to the request(s), never lost
-            if len(jobs) == 1:
-                jobs[0].future.set_exception(exc)
-                return
-            log.info("a batch of %d decodes failed (%s); decoding each alone", len(jobs), exc)
-            for job in jobs:
-                self._decode(lm, [job])
-            return
-        for job, result in zip(jobs, results):
-            job.future.set_result(result)
+            outcomes, passes = self.runner.run([p.job for p in batch])
+        except Exception as exc:  # noqa: BLE001 - the decode process died (503) or a bug (500): these requests fail, the lane goes on
+            outcomes, passes = [exc] * len(batch), []
+        for size in passes:
+            DECODE_BATCH.observe(size)
+        for pending, outcome in zip(batch, outcomes):
+            settle(pending.future, outcome)
 
-
-def _pass(lm: LanguageModel, jobs: list[Pending]) -> list[Decoded] | list[VectorsResult]:
-    """One forward pass for jobs of one kind (and, for vectors, one layout)."""
-    if jobs[0].enc is not None:
-        return decode(lm, [j.enc for j in jobs])  # checks every text's checksum
-    rows = [check_vectors(lm, j.e, j.m, j.lengths) for j in jobs]
-    start = time.perf_counter()
-    ids = decode_ids(lm, jobs[0].arrangement, torch.cat([e for e, _ in rows]), torch.cat([m for _, m in rows]),
-                     [n for j in jobs for n in j.lengths], jobs[0].sink)
-    seconds = time.perf_counter() - start
-    out, i = [], 0
-    for job in jobs:
-        mine, i = ids[i : i + len(job.lengths)], i + len(job.lengths)
-        out.append(VectorsResult(lm.detokenize([t for chunk in mine for t in chunk]), seconds))
-    return out
-
-
-def lane_dtype(settings: Settings, lm: LanguageModel, enc: Encoding) -> str | None:
-    """None: decode in the lane's own model. An encoding made in another dtype that
-    PROTOTOK_API_DECODE_DTYPES lists decodes in a copy of the model in that dtype (loaded once)."""
-    made = enc.compute_dtype
-    if made and made != dtype_name(lm.dtype) and made in settings.api_decode_dtypes:
-        return made
-    return None
-
-
-def lower_priority(nice: int) -> None:
-    """Renice this thread only (Linux: niceness is per thread); threads it starts inherit it."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except OSError as exc:
-        log.warning("could not lower the decode thread's priority: %s", exc)
-
-
-def decode_threads(settings: Settings) -> int:
-    return settings.decode_threads or max(1, (os.cpu_count() or 2) - 1)
+    def _fail_waiting(self) -> None:
+        left = [self.carry]
+        with suppress(queue.Empty):
+            while True:
+                left.append(self.waiting.get_nowait())
+        gone = DecodeUnavailable(f"the API is shutting down; the decode of model '{self.model}' did not run")
+        for pending in filter(None, left):
+            settle(pending.future, gone)
 
 
 _lanes: dict[str, DecodeLane] = {}
@@ -215,8 +215,18 @@ _lanes_lock = threading.Lock()
 
 
 def lane(model: str, settings: Settings) -> DecodeLane:
-    """The model's lane, started on first use (one thread per model, for the life of the process)."""
+    """The model's lane, started on first use (one thread and one decode process per model, until
+    the API shuts down)."""
     with _lanes_lock:
         if model not in _lanes:
             _lanes[model] = DecodeLane(model, settings).start()
         return _lanes[model]
+
+
+def close_lanes() -> None:
+    """At shutdown (the app's lifespan): stop every lane and its decode process."""
+    with _lanes_lock:
+        lanes = list(_lanes.values())
+        _lanes.clear()
+    for each in lanes:
+        each.close()

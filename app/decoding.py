@@ -1,13 +1,13 @@
-"""Decoding in the API process: which models it may load, and timing.
+"""Decoding in the API: which models it may load, and loading the default one at start-up.
 
 One forward pass over a few dozen positions costs milliseconds on a CPU, far less than a
 round trip through a queue, and a SimpleWorker busy with a long encode could not answer a
-decode for minutes. So the API loads each decoding model once (`prototok.load_model`
-caches it per process) and runs the pass in the model's decode lane (app/batcher.py), or,
-with PROTOTOK_DECODE_BATCHING=false, one pass per request in FastAPI's thread pool (the old
-path, kept to compare against: bench/load.py). It only loads models
-it has reason to: the configured one, the built-in ones, those some worker serves, and
-PROTOTOK_API_DECODE_MODELS; not any path a client names.
+decode for minutes. So the API decodes itself: in the model's decode lane (app/batcher.py),
+whose passes run in a child process of the API that loads the model once, or, with
+PROTOTOK_DECODE_BATCHING=false, one pass per request in FastAPI's thread pool with the model
+loaded in the API process (the old path, kept to compare against: bench/load.py). It only
+loads models it has reason to: the configured one, the built-in ones, those some worker
+serves, and PROTOTOK_API_DECODE_MODELS; not any path a client names.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from prototok.errors import UnknownModel
 from prototok.models import canonical_name, known_models
 from prototok.settings import Settings
 from service.queues import served_models
+
+from .batcher import lane
 
 log = logging.getLogger("prototok.api")
 
@@ -46,8 +48,13 @@ def decoding_model(name: str | None, settings: Settings, conn: Redis) -> Languag
 
 
 def preload(settings: Settings) -> threading.Thread | None:
-    """Load the default model in the background so the first decode does not pay for it."""
+    """Load the default model at start-up so the first decode does not pay for it: its lane starts
+    now, and its decode process (or, without one, the lane's thread) loads the model. On the old
+    path (PROTOTOK_DECODE_BATCHING=false) a thread of the API loads it. Returns that thread."""
     if not settings.api_preload:
+        return None
+    if settings.decode_batching:
+        lane(canonical_name(settings.model), settings)
         return None
 
     def run() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,7 @@ from fastapi import Depends, FastAPI
 import prototok
 
 from .auth import caller_dep
+from .batcher import close_lanes
 from .decoding import preload
 from .deps import settings_dep
 from .errors import install_error_handlers
@@ -39,6 +41,7 @@ async def lifespan(_: FastAPI):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     preload(settings_dep())
     yield
+    await asyncio.to_thread(close_lanes)  # each model's decode process exits (after the pass it is in)
 
 
 app = FastAPI(title="prototok", version=prototok.__version__, description=DESCRIPTION, lifespan=lifespan)

@@ -1,4 +1,5 @@
-"""Job polls and decodes under load: the old decode path against the decode lane, in one run.
+"""Job polls and decodes under load: the old decode path against the decode lane (its passes in
+a thread of the API, and in a process of their own), in one run.
 
     python -m bench.load [--seconds 30] [--clients 200] [--decoders 50] [--poll-every 1.0] [--no-worst]
 
@@ -17,13 +18,16 @@ that complete inside a turn count, each has a 60 s timeout, and after each turn 
 left to finish what the stopped clients left in flight before the next turn starts.
 
 Paths: `old` is PROTOTOK_DECODE_BATCHING=false (one pass per request in FastAPI's shared
-thread pool, as before), `new` is the decode lane (app/batcher.py), and `polls-only` is the
-new API with the pollers alone: the floor of poll latency on this machine at that moment.
+thread pool, as before), `thread` is the decode lane with its passes in its own thread of the
+API (PROTOTOK_DECODE_PROCESS=false, the lane before it had a process), `new` is the decode lane
+with its passes in the model's decode process (app/batcher.py, app/decode_process.py; the
+default), and `polls-only` is the new API with the pollers alone: the floor of poll latency on
+this machine at that moment. An API's CPU time and memory include its decode process.
 
-Then, on the new path, the largest decodes the default limits allow, with the API's peak
-resident memory (VmHWM from /proc) after each: one chunk of PROTOTOK_MAX_DECODE_TOKENS
-positions, 64 chunks of 64, and an upload of 1024 chunks of 4 (the most an 8 MiB body holds
-comes to ~1800 chunks). Their vectors are random, so the upload answers 409 decode_mismatch
+Then, on the new path, the largest decodes the default limits allow, with the peak resident
+memory (VmHWM from /proc) of the API and of its decode process after each: one chunk of
+PROTOTOK_MAX_DECODE_TOKENS positions, 64 chunks of 64, and an upload of 1024 chunks of 4 (the
+most an 8 MiB body holds comes to ~1800 chunks). Their vectors are random, so the upload answers 409 decode_mismatch
 after a full pass, which is what is measured.
 """
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -52,6 +57,11 @@ from .common import machine, write
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"  # the decode model of issue 10's measurement; --model tiny-llama for a cheap pass
 IDLE_MODEL = "tiny-gpt-neox"  # queued jobs wait on its queue: no worker serves it here
+PATHS = {  # path: the API settings that make it (polls-only runs on the new path's API)
+    "old": {"PROTOTOK_DECODE_BATCHING": "false"},
+    "thread": {"PROTOTOK_DECODE_BATCHING": "true", "PROTOTOK_DECODE_PROCESS": "false"},
+    "new": {"PROTOTOK_DECODE_BATCHING": "true", "PROTOTOK_DECODE_PROCESS": "true"},
+}
 
 
 # --- processes ---
@@ -113,26 +123,49 @@ def start_redis(stack: ExitStack, tmp: Path) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def start_api(stack: ExitStack, tmp: Path, redis_url: str, batching: bool,
+def start_api(stack: ExitStack, tmp: Path, redis_url: str, path: str,
               extra: dict[str, str]) -> tuple[str, subprocess.Popen]:
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log"]
-    proc = spawn(stack, args, service_env(redis_url, PROTOTOK_DECODE_BATCHING=str(batching).lower(), **extra),
-                 tmp / f"api-{'new' if batching else 'old'}.log")
+    proc = spawn(stack, args, service_env(redis_url, **{**extra, **PATHS[path]}), tmp / f"api-{path}.log")
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 300, "the API", proc)
     return url, proc
 
 
+def stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # from the state on
+
+
+def decode_processes(pid: int) -> list[int]:
+    """The API's decode processes: its children started by multiprocessing's spawn (not its
+    resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and int(stat_fields(int(entry.name))[1]) == pid
+                    and b"spawn_main" in (entry / "cmdline").read_bytes()):
+                found.append(int(entry.name))
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """CPU time of the API and its decode processes."""
+    total = 0.0
+    for p in [pid, *decode_processes(pid)]:
+        with contextlib.suppress(OSError):
+            fields = stat_fields(p)
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
 
 
 def wait_idle(pid: int, timeout: float = 120) -> float:
-    """Wait until the API has finished what cancelled clients left it (under 5% CPU over 0.5 s):
-    the next round must not pay for this one's backlog. Returns the seconds waited."""
+    """Wait until the API (and its decode process) has finished what cancelled clients left it
+    (under 5% CPU over 0.5 s): the next round must not pay for this one's backlog. Returns the
+    seconds waited."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         before = cpu_seconds(pid)
@@ -146,6 +179,12 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
     """(VmHWM, VmRSS) of a process, MB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return tuple(round(int(fields[k].split()[0]) / 1024, 1) for k in ("VmHWM", "VmRSS"))  # type: ignore[return-value]
+
+
+def decode_peak_rss_mb(pid: int) -> float | None:
+    """VmHWM of the API's decode process(es), MB; None on a path without one."""
+    peaks = [peak_rss_mb(p)[0] for p in decode_processes(pid)]
+    return round(sum(peaks), 1) if peaks else None
 
 
 # --- fixtures in Redis ---
@@ -312,7 +351,8 @@ def worst_requests(api: str, pid: int, max_tokens: int, lm) -> list[dict]:
             hwm, rss = peak_rss_mb(pid)
             rows.append({"request": name, "body_mb": round(body / 2**20, 2), "status": r.status_code,
                          "code": r.json().get("code", "") if r.status_code != 200 else "",
-                         "seconds": round(time.perf_counter() - t0, 1), "api_peak_rss_mb": hwm, "api_rss_mb": rss})
+                         "seconds": round(time.perf_counter() - t0, 1), "api_peak_rss_mb": hwm, "api_rss_mb": rss,
+                         "decode_peak_rss_mb": decode_peak_rss_mb(pid)})
             print(rows[-1], flush=True)
     return rows
 
@@ -329,14 +369,15 @@ def markdown(record: dict) -> str:
         "the requests the stopped clients left in flight (`drain_s` in the JSON) before the next begins."),
         "",
         ("| path | polls | poll p50 ms | poll p90 ms | poll p99 ms | poll max ms | decodes/s | decode p50 ms | "
-        "decode p99 ms | wrong texts | mean requests per pass | API peak RSS MB | 1-min load avg at each round |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "decode p99 ms | wrong texts | mean requests per pass | API peak RSS MB | decode process peak RSS MB | "
+        "1-min load avg at each round |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in record["paths"]:
         lines.append(f"| {p['path']} | {p['polls']} | {p['poll_p50_ms']} | {p['poll_p90_ms']} | {p['poll_p99_ms']} | "
                      f"{p['poll_max_ms']} | {p['decodes_per_s']} | {p['decode_p50_ms']} | {p['decode_p99_ms']} | "
                      f"{p['wrong_texts']} | {p.get('mean_batch') or '-'} | {p['api_peak_rss_mb']} | "
-                     f"{', '.join(map(str, p['load_avg_1m']))} |")
+                     f"{p.get('decode_peak_rss_mb') or '-'} | {', '.join(map(str, p['load_avg_1m']))} |")
     lines.append("")
     lines.append("Status codes: " + "; ".join(f"{p['path']}: {p['statuses']}" for p in record["paths"]))
     by = {p["path"]: p for p in record["paths"]}
@@ -345,6 +386,11 @@ def markdown(record: dict) -> str:
         lines.append(f"\nDecode throughput new/old: **{new['decodes_per_s'] / old['decodes_per_s']:.1f}x**; "
                      f"poll p50 {old['poll_p50_ms']} -> {new['poll_p50_ms']} ms, "
                      f"p99 {old['poll_p99_ms']} -> {new['poll_p99_ms']} ms.")
+    if "thread" in by and "new" in by:
+        thread, new = by["thread"], by["new"]
+        lines.append(f"Decode process against the lane's thread (`thread` -> `new`): poll p50 {thread['poll_p50_ms']} -> "
+                     f"{new['poll_p50_ms']} ms, p99 {thread['poll_p99_ms']} -> {new['poll_p99_ms']} ms, decodes/s "
+                     f"{thread['decodes_per_s']} -> {new['decodes_per_s']}.")
     if "polls-only" in by:
         lines.append(f"`polls-only` is the new API with the {record['args']['clients'] - record['args']['decoders']} "
                      "pollers alone (no decoders): what polls cost on this machine at that moment, with nothing "
@@ -353,14 +399,16 @@ def markdown(record: dict) -> str:
         lines += ["", (f"Largest decodes within the default limits (PROTOTOK_MAX_DECODE_TOKENS="
                   f"{record['max_decode_tokens']}, 8 MiB body), one at a time on the idle new-path API after the load; "
                   "API baseline (model loaded, after the load run) "
-                  f"{record['rss_before_worst']} MB peak:"), "",
-                  "| request | body MB | status | seconds | API peak RSS MB (VmHWM) |", "|---|---|---|---|---|"]
+                  f"{record['rss_before_worst']} MB peak, its decode process "
+                  f"{record.get('decode_rss_before_worst') or '-'} MB:"), "",
+                  "| request | body MB | status | seconds | API peak RSS MB (VmHWM) | decode process peak RSS MB |",
+                  "|---|---|---|---|---|---|"]
         for w in record["worst"]:
             lines.append(f"| {w['request']} | {w['body_mb']} | {w['status']} {w['code']} | {w['seconds']} | "
-                         f"{w['api_peak_rss_mb']} |")
+                         f"{w['api_peak_rss_mb']} | {w.get('decode_peak_rss_mb') or '-'} |")
     if record.get("lane"):
         lane = record["lane"]
-        lines += ["", f"New path's decode lane: {lane['decode_threads']} torch thread(s), niceness {lane['decode_nice']}"
+        lines += ["", f"The lane (new and thread paths): {lane['decode_threads']} torch thread(s), niceness {lane['decode_nice']}"
                   + (f", passes of up to {lane['decode_batch_tokens']} positions after up to "
                      f"{lane['decode_batch_wait_ms']} ms" if "decode_batch_tokens" in lane else "")
                   + ". (The header's thread count is the bench process's own.)"]
@@ -379,8 +427,10 @@ def main() -> None:
     ap.add_argument("--poll-every", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=20, help="finished jobs to poll (and as many queued ones)")
     ap.add_argument("--encode-steps", type=int, default=10)
-    ap.add_argument("--paths", nargs="+", default=["old", "new", "polls-only"], choices=["old", "new", "polls-only"],
-                    help="polls-only: the new API with the pollers alone, the floor this machine allows")
+    ap.add_argument("--paths", nargs="+", default=["old", "thread", "new", "polls-only"],
+                    choices=[*PATHS, "polls-only"],
+                    help="thread: the lane without its decode process; polls-only: the new API with the pollers "
+                    "alone, the floor this machine allows")
     ap.add_argument("--no-worst", action="store_true", help="skip the largest-decode memory rows")
     ap.add_argument("--api-env", nargs="*", default=[], metavar="PROTOTOK_X=V", help="extra settings for both APIs")
     args = ap.parse_args()
@@ -395,7 +445,8 @@ def main() -> None:
     record: dict = {"machine": machine(), "args": vars(args), "model": args.model, "paths": [],
                     "max_decode_tokens": max_tokens,
                     "lane": {k: getattr(lane, k) for k in ("decode_threads", "decode_nice", "decode_batch_tokens",
-                                                         "decode_batch_wait_ms", "decode_queue_max")}}
+                                                         "decode_batch_wait_ms", "decode_queue_max")},
+                    "path_settings": PATHS}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-load-") as tmpdir:
         tmp = Path(tmpdir)
         redis_url = start_redis(stack, tmp)
@@ -403,9 +454,9 @@ def main() -> None:
         worker = spawn(stack, [sys.executable, "-m", "worker"],
                        service_env(redis_url, PROTOTOK_MODEL="tiny-llama", OMP_NUM_THREADS="1"), tmp / "worker.log")
         env = {"PROTOTOK_MODEL": args.model, **dict(kv.split("=", 1) for kv in args.api_env)}
-        apis = {path: start_api(stack, tmp, redis_url, path == "new", env) for path in args.paths if path != "polls-only"}
+        apis = {path: start_api(stack, tmp, redis_url, path, env) for path in args.paths if path != "polls-only"}
         if "polls-only" in args.paths:
-            apis["polls-only"] = apis["new"] if "new" in apis else start_api(stack, tmp, redis_url, True, env)
+            apis["polls-only"] = apis["new"] if "new" in apis else start_api(stack, tmp, redis_url, "new", env)
         first = next(iter(apis.values()))[0]
         wait_until(lambda: "tiny-llama" in httpx.get(f"{first}/readyz").json().get("models", []), 300,
                    "the tiny-llama worker", worker)
@@ -424,14 +475,17 @@ def main() -> None:
                 drain[path].append(wait_idle(proc.pid))
         for path, (api, proc) in apis.items():
             row = {"path": path, **tallies[path].summary(), "load_avg_1m": loads[path], "drain_s": drain[path],
-                   "api_peak_rss_mb": peak_rss_mb(proc.pid)[0], "mean_batch": batch_stats(api) if path == "new" else None}
+                   "api_peak_rss_mb": peak_rss_mb(proc.pid)[0], "decode_peak_rss_mb": decode_peak_rss_mb(proc.pid),
+                   "mean_batch": batch_stats(api) if path in ("new", "thread") else None}
             if path == "polls-only":
-                row.update(decodes_per_s=None, decode_p50_ms=None, decode_p99_ms=None, api_peak_rss_mb=None)
+                row.update(decodes_per_s=None, decode_p50_ms=None, decode_p99_ms=None, api_peak_rss_mb=None,
+                           decode_peak_rss_mb=None)
             print(row, flush=True)
             record["paths"].append(row)
         if "new" in apis and not args.no_worst:
             api, proc = apis["new"]
             record["rss_before_worst"] = peak_rss_mb(proc.pid)[0]
+            record["decode_rss_before_worst"] = decode_peak_rss_mb(proc.pid)
             from prototok import load_model
 
             record["worst"] = worst_requests(api, proc.pid, max_tokens, load_model(args.model))

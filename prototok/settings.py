@@ -52,13 +52,15 @@ class Settings(BaseSettings):
     # dtype in it (e.g. ["float32"] beside a bfloat16 API); others decode in the API's own dtype
     api_decode_dtypes: list[str] = Field(default_factory=list)
     max_decode_tokens: int = Field(4096, ge=1)  # positions one decode may ask for (JSON, upload or stored): 413 above
-    decode_batching: bool = True  # decodes go to one thread per model that joins them into batched passes;
+    decode_batching: bool = True  # decodes go to one lane per model that joins them into batched passes;
     #                               false: one pass per request in the shared thread pool (the old path)
+    decode_process: bool = True  # a lane's passes run in a child process of the API (one per model), so they
+    #                              never hold the GIL the event loop needs; false: in the lane's own thread
     decode_batch_tokens: int = Field(1024, ge=1)  # positions one batched pass may join (a bigger request runs alone)
-    decode_batch_wait_ms: float = Field(2.0, ge=0)  # how long the decode thread waits for company for a pass
-    decode_queue_max: int = Field(256, ge=1)  # decodes waiting for their model's thread; more: 503 decode_busy
+    decode_batch_wait_ms: float = Field(2.0, ge=0)  # how long a lane waits for company for a pass
+    decode_queue_max: int = Field(256, ge=1)  # decodes waiting in their model's lane; more: 503 decode_busy
     decode_threads: int = Field(0, ge=0)  # torch threads of the API's decode passes; 0 = cores - 1 (a core for requests)
-    decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode threads, so request handling goes first
+    decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode process (or thread), so requests go first
     redis_retry_max_s: float = Field(10.0, gt=0)  # a worker retries Redis writes with backoff up to this wait
 
     # access: API keys, quotas and rate limits (docs/service.md, "Keys and quotas")

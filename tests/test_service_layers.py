@@ -4,7 +4,8 @@ everything already).
 A GPU worker imports the shared layer (`service/`) and the core, never the web stack: FastAPI,
 Starlette, uvicorn and the API package (`app/`) stay out of it, and so does prometheus_client
 (only the API serves /metrics). The core and its CLI import no service package at all, so that
-`pip install prototok` (without the [service] extra) runs them.
+`pip install prototok` (without the [service] extra) runs them. The API's decode process
+(app/decode_process.py) starts without the web stack too: it only runs forward passes.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ WORKER_IMPORTS = ("import worker.__main__, worker.jobs, worker.progress, worker.
 CHECKS = {  # name: (what a fresh interpreter imports, the modules that must not be loaded after it)
     "worker": (WORKER_IMPORTS, WEB),
     "core": ("import prototok, prototok.cli, prototok.client", SERVICE),
+    "decode process": ("import app.decode_process", ("fastapi", "starlette", "uvicorn", "prometheus_client")),
 }
 
 
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, list[str]]:
     """For each check, those of its modules in sys.modules after its imports, in a new interpreter
-    (both at once: each imports torch, which takes seconds)."""
+    (all at once: each imports torch, which takes seconds)."""
     procs = {}
     for name, (imports, watched) in CHECKS.items():
         code = f"import sys\n{imports}\nprint(__import__('json').dumps(sorted(m for m in {watched!r} if m in sys.modules)))"
@@ -50,3 +52,7 @@ def test_the_worker_loads_no_web_stack(loaded):
 
 def test_the_core_and_its_cli_load_no_service_package(loaded):
     assert loaded["core"] == []
+
+
+def test_the_decode_process_loads_no_web_stack(loaded):
+    assert loaded["decode process"] == []
