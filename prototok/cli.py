@@ -130,6 +130,8 @@ def encode(
                                                "basis (0 = full vectors)."),
     compact: bool = typer.Option(False, "--compact", help="The smallest storage the size benchmark found to keep "
                                                           "sentences lossless (see README)."),
+    model_m: bool = typer.Option(False, "--model-m", help="Freeze m at the model's shared m (its start, stored once "
+                                                          "per model); train and store only e (see README)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
@@ -140,7 +142,7 @@ def encode(
     options = {"recipe": recipe, "max_steps": max_steps, "seeds": seeds, "lr": lr, "margin": margin,
                "arrangement": arrangement,
                "method": method, "chunk_tokens": chunk_tokens, "sink": sink, "storage": storage, "rank": rank,
-               "compact": compact or None}
+               "compact": compact or None, "model_m": model_m or None}
     if server:
         summary = _encode_on_server(server, api_key, body, model, options, out)
     else:
@@ -156,6 +158,9 @@ def encode(
             typer.echo(f"size: vectors {s['vectors_bytes']} B ({s['bits_per_char']:.1f} bits/char), file "
                        f"{s['file_bytes']} B; the text: {s['text_bytes']} B, gzip -9 {s['gzip_bytes']} B, "
                        f"zstd -19 {s['zstd_bytes']} B")
+        if summary.get("m_ref"):
+            typer.echo(f"m: the model's shared m (start file {summary['m_ref']['start']}, stored once per model), "
+                       "not in this file")
 
 
 def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict:
@@ -173,7 +178,8 @@ def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict
     return {"out": str(out), "model": enc.model, "n_tokens": enc.n_tokens, "chunks": len(enc.lengths),
             "accuracy": enc.accuracy, "c_tokens": enc.c_tokens, "h_lm": enc.h_lm, "steps": enc.steps,
             "seconds": enc.seconds, "corrections": enc.n_corrections, "dtype": enc.compute_dtype,
-            "min_margin": enc.min_margin, "storage": enc.storage, "rank": enc.rank, "size": enc.size}
+            "min_margin": enc.min_margin, "storage": enc.storage, "rank": enc.rank, "size": enc.size,
+            "m_ref": enc.m_ref}
 
 
 def _encode_on_server(url: str, api_key: str | None, body: str, model: str | None, options: dict,
@@ -191,7 +197,7 @@ def _encode_on_server(url: str, api_key: str | None, body: str, model: str | Non
             "accuracy": emb["accuracy"], "c_tokens": emb["c_tokens"], "h_lm": emb["h_lm"], "steps": emb["steps"],
             "seconds": emb["seconds"], "corrections": emb["corrections"], "dtype": emb.get("compute_dtype"),
             "min_margin": emb.get("min_margin"), "storage": emb.get("storage", "float32"), "rank": emb.get("rank", 0),
-            "size": emb.get("size")}
+            "size": emb.get("size"), "m_ref": emb.get("m_ref")}
 
 
 @app.command()

@@ -20,10 +20,11 @@ from itertools import chain
 
 import torch
 
+from . import starts
 from . import storage as st
 from .decoding import decode_ids, generate_grouped, one_pass_logits
 from .encoding import Encoding, ids_digest, validate_vectors
-from .errors import BadVectors, CorruptEncoding, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch
+from .errors import BadVectors, CorruptEncoding, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch, ModelMMissing
 from .metrics import c_tokens, h_lm, lead
 from .models import LanguageModel
 from .optimize import ProgressFn, Solution, check_inputs, optimize
@@ -97,7 +98,11 @@ def batches(seqs: list[list[int]], cfg: EncodeConfig) -> list[list[list[int]]]:
 def store_vectors(lm: LanguageModel, cfg: EncodeConfig,
                   rows: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     """(vectors decode will see, tensors the file holds) for the optimiser's rows: rounded to the
-    storage and rebuilt from the basis exactly as a file's reader does (storage.unpack)."""
+    storage and rebuilt from the basis exactly as a file's reader does (storage.unpack). With
+    model_m the file holds e alone; m is the model's start's, which decode attaches as it is."""
+    if cfg.model_m:
+        stored = st.pack({"e": rows["e"]}, cfg.storage)
+        return st.unpack(stored, ("e",), cfg.storage, 0, 0, lm.hidden_size) | {"m": rows["m"]}, stored
     if cfg.plain:
         return rows, None
     stored = st.pack(rows, cfg.storage)
@@ -125,11 +130,24 @@ def package(lm: LanguageModel, cfg: EncodeConfig, text: str, text_ids: list[int]
         seconds=max(s.seconds for s in sols), seeds=[s.seed for s in sols], ids_sha256=ids_digest(text_ids),
         share=cfg.share.value, recipe=cfg.recipe.to_dict(), sink=cfg.recipe.sink,
         compute_dtype=dtype_name(lm.dtype), min_margin=gap, storage=cfg.storage, rank=cfg.rank,
-        basis_seed=st.BASIS_SEED if cfg.rank else 0, stored=stored,
+        basis_seed=st.BASIS_SEED if cfg.rank else 0, stored=stored, m_ref=model_m_ref(lm, cfg, rows),
     )
     enc.weigh(text)
-    decode(lm, [enc])  # raises DecodeMismatch rather than hand out an encoding that does not decode
+    # Raises DecodeMismatch rather than hand out an encoding that does not decode; a model_m one is
+    # checked as a reader gets it (its file: e alone, m found again by its digest).
+    decode(lm, [Encoding.from_bytes(enc.to_bytes()) if enc.m_ref else enc])
     return enc
+
+
+def model_m_ref(lm: LanguageModel, cfg: EncodeConfig, rows: dict[str, torch.Tensor]) -> dict | None:
+    """The m_ref of a model_m encoding: its start's, after checking that m is what every row used."""
+    if not cfg.model_m:
+        return None
+    start = starts.shared_start(lm)
+    if not torch.equal(rows["m"], start.m.expand_as(rows["m"])):
+        raise ModelMMissing(f"model_m: the start of model '{lm.name}' changed while this text was encoded "
+                            "(a `prototok start train` meanwhile?); encode it again")
+    return starts.m_ref(start)
 
 
 def reference_decode(lm: LanguageModel, method: Method, arrangement: Arrangement, sink: bool,
@@ -201,6 +219,7 @@ def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:
     """
     for enc in encs:
         check_compatible(lm, enc)
+        attach_m(lm, enc)
         validate_vectors(enc)
     start = time.perf_counter()
     decoded = _raw_decode(lm, encs)
@@ -218,6 +237,15 @@ def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:
         ok = c_tokens(raw, ids)
         results.append(Decoded(lm.detokenize(ids), ids, ok, ok / len(ids), seconds))
     return results
+
+
+def attach_m(lm: LanguageModel, enc: Encoding) -> None:
+    """Give a model_m encoding read from a file its m: the start m whose digest it records, in
+    every chunk, or ModelMMissing (never another m). A no-op for files that store m."""
+    if enc.m_ref is None or "m" in enc.vectors:
+        return
+    m = starts.find_m(lm, enc.m_ref)
+    enc.vectors = {**enc.vectors, "m": m.expand(len(enc.lengths), -1).clone()}  # (K, d)
 
 
 def mismatch_message(lm: LanguageModel, enc: Encoding) -> str:

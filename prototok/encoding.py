@@ -1,6 +1,8 @@
 """An encoding and its file format: one .safetensors blob, vectors plus JSON metadata.
 
-Tensors: `e` and `m` (K, d) for K chunks (one-step), or `mem` (K, k, d) (autoregressive).
+Tensors: `e` and `m` (K, d) for K chunks (one-step), or `mem` (K, k, d) (autoregressive). A file
+made with the model's shared m (`model_m`) holds `e` alone and names its m in `m_ref`; decode
+finds that m among the model's start files (codec.attach_m, starts.find_m).
 Metadata key "prototok" holds everything else as JSON, so the file is self-describing
 and `safetensors` tools can read it. The same bytes are what the service stores.
 """
@@ -68,6 +70,9 @@ class Encoding:
     # The tensors as the file holds them (int8 + scales, coefficients, ...); None: `vectors` in float32.
     # `vectors` is always what they unpack to, i.e. what decode sees.
     stored: dict[str, torch.Tensor] | None = None
+    # model_m: the shared m this encoding was made with, {"sha256": digest of its float32 bytes, "start":
+    # file name}; the file holds e only, and `vectors` has m once it is attached (codec.attach_m). None: m stored.
+    m_ref: dict | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -88,13 +93,15 @@ class Encoding:
         meta["method"], meta["arrangement"] = self.method.value, self.arrangement.value
         meta["dtype"] = self.storage  # how the file stores the vectors
         meta.update(n_tokens=self.n_tokens, accuracy=self.accuracy, n_corrections=self.n_corrections)
+        if self.m_ref is None:  # files that store m stay as they were
+            del meta["m_ref"]
         return meta
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """What the file holds: the stored tensors, or the vectors in float32."""
         if self.stored is not None:
             return self.stored
-        if not st.is_plain(self.storage, self.rank):
+        if not st.is_plain(self.storage, self.rank) or self.m_ref is not None:
             raise ValueError("an encoding with storage options needs its stored tensors (codec.store_vectors)")
         return {k: v.detach().float().contiguous().cpu() for k, v in self.vectors.items()}
 
@@ -140,10 +147,11 @@ class Encoding:
                 compute_dtype=_optional(meta.get("compute_dtype"), str),
                 min_margin=_optional(meta.get("min_margin"), float),
                 storage=storage, rank=rank, basis_seed=int(meta.get("basis_seed", 0)), size=size,
+                m_ref=_m_ref(meta.get("m_ref")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptEncoding(f"encoding metadata is incomplete or malformed: {exc}") from exc
-        if not st.is_plain(storage, rank):
+        if not st.is_plain(storage, rank) or enc.m_ref is not None:
             _unpack_into(enc, tensors)
         validate_vectors(enc)
         return enc
@@ -162,11 +170,23 @@ class Encoding:
 def _unpack_into(enc: Encoding, tensors: dict[str, torch.Tensor]) -> None:
     """A file with storage options: check its tensors, keep them, and rebuild e and m from them."""
     if enc.method is not Method.ONE_STEP:
-        raise CorruptEncoding("storage options are for one-step encodings only")
-    names = ("e", "m")
+        raise CorruptEncoding("storage options and model_m are for one-step encodings only")
+    if enc.m_ref is not None and enc.rank:
+        raise CorruptEncoding("model_m files store full-rank e")
+    names = ("e",) if enc.m_ref is not None else ("e", "m")
     st.check_stored(tensors, names, enc.storage, enc.rank, len(enc.lengths), enc.hidden_size)
     enc.stored = tensors
     enc.vectors = st.unpack(tensors, names, enc.storage, enc.rank, enc.basis_seed, enc.hidden_size)
+
+
+def _m_ref(value: object) -> dict | None:
+    """A file's m_ref as written by codec.package: a 64-hex sha256 and the start's file name."""
+    if value is None:
+        return None
+    digest = value.get("sha256") if isinstance(value, dict) else None
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise ValueError("m_ref must be an object with a 64-hex-digit sha256")
+    return {"sha256": digest, "start": str(value.get("start"))}
 
 
 def _optional(value: object, kind: type) -> object:
@@ -210,7 +230,8 @@ def validate_vectors(enc: Encoding) -> None:
     """Shapes agree with the metadata, values are finite: refuse anything else up front."""
     k, d = len(enc.lengths), enc.hidden_size
     if enc.method is Method.ONE_STEP:
-        expected = {"e": (k, d), "m": (k, d)}
+        # A model_m file's m is the model's, attached at decode (codec.attach_m); until then e stands alone.
+        expected = {"e": (k, d)} if enc.m_ref is not None and "m" not in enc.vectors else {"e": (k, d), "m": (k, d)}
     else:
         mem = enc.vectors.get("mem")
         expected = {"mem": (k, mem.shape[1] if mem is not None and mem.dim() == 3 else -1, d)}

@@ -51,6 +51,15 @@ class BadVectors(InvalidInput):
     code = "bad_vectors"
 
 
+class ModelMMissing(PrototokError):
+    """The model's shared m (its start, prototok/starts.py) is not on this host: an encode with
+    model_m has no m to freeze, or a file made with model_m names an m that no start here holds.
+    Never answered by decoding with another m: the text would be wrong."""
+
+    code = "model_m_missing"
+    status = 409
+
+
 class CorruptEncoding(PrototokError):
     """A file or blob that is not a readable prototok encoding."""
 

@@ -38,18 +38,19 @@ class OneStepProblem:
     lr_scales: list[float] = field(default_factory=list)  # per param, times the recipe's lr
     basis: torch.Tensor | None = None  # (r, d): the tables hold r coefficients per vector (low rank)
     storage: str = "float32"  # the forward pass sees the stored value of each row (straight-through)
+    m_storage: str = "float32"  # the same for m, unless m is frozen (given, used as is: model_m stores it once)
     recipe: Recipe = field(default_factory=Recipe)  # how fresh rows start (restarts)
 
-    def vector(self, rows: torch.Tensor) -> torch.Tensor:
+    def vector(self, rows: torch.Tensor, storage: str) -> torch.Tensor:
         """Table rows (A, w) -> the input vectors (A, d) the model sees."""
-        x = st.straight_through(rows, self.storage)
+        x = st.straight_through(rows, storage)
         return x @ self.basis if self.basis is not None else x
 
     def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]:
         rows = rows.to(self.lm.device)
         sub = self.layout.subset(rows)
-        e = self.vector(self.e_table[self.e_of_row[rows]])  # (A, d)
-        m = self.vector(self.m_table[self.m_of_row[rows]])  # (A, d)
+        e = self.vector(self.e_table[self.e_of_row[rows]], self.storage)  # (A, d)
+        m = self.vector(self.m_table[self.m_of_row[rows]], self.m_storage)  # (A, d)
         z = sub.inputs(e, m).to(self.lm.dtype)  # (A, L, d)
         logits = self.lm.model(inputs_embeds=z).logits  # (A, L, V)
         return sub.target_logits(logits), sub  # (A, Nmax, V)
@@ -110,8 +111,9 @@ def one_step_problem(
     layout = BatchLayout(cfg.arrangement, [len(seqs[i]) for i in seq_of_row.tolist()], lm.device, sink)
     dev = lm.device
     basis = st.basis(st.BASIS_SEED, cfg.rank, lm.hidden_size).to(dev) if cfg.rank else None
+    m_storage = "float32" if share is ShareMode.FROZEN_M else storage
     return OneStepProblem(lm, layout, e_table, m_table, e_of_row.to(dev), m_of_row.to(dev),
-                          cohort_of_row, params, lr_scales, basis, storage, recipe)
+                          cohort_of_row, params, lr_scales, basis, storage, m_storage, recipe)
 
 
 def _group_table(row_vectors: torch.Tensor, group_of_row: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .one_step import one_step_problem
 from .problem import Problem, first_seeds, pad_right, token_loss
 from .recipe import EncodeConfig, Method, Recipe, Schedule, ShareMode
 from .rowadam import RowAdamW
-from .starts import find_start
+from .starts import find_start, shared_start
 
 
 @dataclass
@@ -69,14 +69,17 @@ def optimize(
 ) -> list[Solution]:
     """Train vectors that make the frozen LM emit each sequence; one Solution per sequence.
 
-    `frozen_m`: the (d,) m every text shares under share=frozen_m (from an earlier shared_m run)."""
+    `frozen_m`: the (d,) m every text shares under share=frozen_m (from an earlier shared_m run);
+    with `cfg.model_m` it is the model's start's m, and e begins at the start's e."""
     check_inputs(lm, cfg, frozen_m)
     problem: Problem
     if cfg.method is Method.AUTOREGRESSIVE:
         problem = mem_problem(lm, seqs, cfg)
     else:
-        warm = cfg.recipe.warm_start and not cfg.rank
-        problem = one_step_problem(lm, seqs, cfg, frozen_m, start=find_start(lm) if warm else None)
+        warm = (cfg.recipe.warm_start or cfg.model_m) and not cfg.rank
+        start = shared_start(lm) if cfg.model_m else find_start(lm) if warm else None
+        frozen_m = start.m if cfg.model_m else frozen_m
+        problem = one_step_problem(lm, seqs, cfg, frozen_m, start=start)
     polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
     total = cfg.recipe.max_steps + (cfg.recipe.ste_steps if polish else 0)  # the budget a progress bar shows
     sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, total) if polish else progress)
@@ -86,9 +89,15 @@ def optimize(
 
 
 def check_inputs(lm: LanguageModel, cfg: EncodeConfig, frozen_m: torch.Tensor | None) -> None:
-    """What the config alone cannot know: the model's width, and the vector share=frozen_m freezes."""
+    """What the config alone cannot know: the model's width, the vector share=frozen_m freezes, and
+    (model_m) that the model has a start to take m from: ModelMMissing before any text is tokenised."""
     if cfg.rank > lm.hidden_size:
         raise InvalidInput(f"rank {cfg.rank} is larger than the model's hidden size {lm.hidden_size}")
+    if cfg.model_m:
+        if frozen_m is not None:
+            raise InvalidInput("frozen_m: model_m freezes the model's own m; give model_m or a frozen_m, not both")
+        shared_start(lm)
+        return
     if (cfg.share is ShareMode.FROZEN_M) != (frozen_m is not None):
         raise InvalidInput("frozen_m: share=frozen_m needs the m vector to freeze, and only it takes one")
     if frozen_m is not None and frozen_m.numel() != lm.hidden_size:
@@ -107,10 +116,12 @@ def straight_through_phase(lm: LanguageModel, seqs: list[list[int]], cfg: Encode
     r = cfg.recipe
     ste = r.with_(max_steps=r.ste_steps, seeds=1, lr=r.lr * r.min_lr_ratio, warmup_steps=0,
                   schedule=Schedule.CONSTANT, halve_every=0, restart_every=0)
-    problem = one_step_problem(lm, seqs, cfg.with_(recipe=ste), None, cfg.storage)
+    frozen = sols[0].vectors["m"] if cfg.share is ShareMode.FROZEN_M else None  # every row's m is that one
+    problem = one_step_problem(lm, seqs, cfg.with_(recipe=ste), frozen, cfg.storage)
     with torch.no_grad():
         problem.e_table.copy_(torch.stack([s.vectors["e"] for s in sols]).to(lm.device))
-        problem.m_table.copy_(torch.stack([s.vectors["m"] for s in sols]).to(lm.device))
+        if frozen is None:
+            problem.m_table.copy_(torch.stack([s.vectors["m"] for s in sols]).to(lm.device))
     out = _run(lm, problem, seqs, ste, _after(progress, max(s.steps for s in sols), r.max_steps + ste.max_steps))
     for new, old in zip(out, sols):
         new.steps, new.seconds, new.seed = old.steps + new.steps, old.seconds + new.seconds, old.seed

@@ -226,6 +226,9 @@ class EncodeConfig:
     # absmax scale), and `rank` > 0 optimises and stores them as that many coefficients in a fixed basis.
     storage: str = "float32"
     rank: int = 0
+    # The model's shared m (prototok/starts.py: its start's m), frozen: each text trains only e, from the
+    # start's e, and the file stores e plus a reference to m (`m_ref`), not m. Implies share=frozen_m.
+    model_m: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.recipe, Recipe):
@@ -233,14 +236,34 @@ class EncodeConfig:
         _coerce(self, method=Method, arrangement=Arrangement, share=ShareMode)
         for name, low in (("chunk_tokens", 1), ("mem_tokens", 1), ("group_size", 0), ("max_batch_rows", 1)):
             _integer(self, name, low)
+        if self.model_m is not False:
+            self._check_model_m()
         try:
             check_storage(self.storage, self.rank)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         if not self.plain and not self.takes_storage:
-            raise InvalidInput("storage and rank options are for one-step encodings without sharing")
+            raise InvalidInput("storage and rank options are for one-step encodings without sharing (or with model_m)")
         if self.method is Method.AUTOREGRESSIVE:
             self._check_mem()
+
+    def _check_model_m(self) -> None:
+        """model_m freezes the model's m for every text: a one-step layout with an m, nothing else shared.
+        Low rank is refused: a rank-128 e against the frozen start m rebuilt 11 of 15 tokens in 600
+        steps on SmolLM2 (a probe), so it would mostly buy corrections."""
+        if self.model_m is not True:
+            raise InvalidInput(f"model_m must be true or false, got {self.model_m!r}")
+        if self.method is not Method.ONE_STEP:
+            raise InvalidInput("model_m is for one-step encodings; method=autoregressive has no m")
+        if self.arrangement is Arrangement.ONE:
+            raise InvalidInput("model_m: arrangement=one repeats e alone and has no m to share")
+        if self.share not in (ShareMode.NONE, ShareMode.FROZEN_M) or self.group_size:
+            raise InvalidInput(f"model_m freezes the model's own m; it does not combine with share={self.share.value} "
+                               "or group_size")
+        if self.rank:
+            raise InvalidInput("model_m and rank: a low-rank e with the model's frozen m is not offered (it rebuilt "
+                               "too few tokens); give one or the other")
+        object.__setattr__(self, "share", ShareMode.FROZEN_M)
 
     def _check_mem(self) -> None:
         """[mem] trains k vectors per text, alone: the one-step layout and sharing options mean nothing to it."""
@@ -260,8 +283,9 @@ class EncodeConfig:
 
     @property
     def takes_storage(self) -> bool:
-        """Storage options apply: one (e, m) per text, so each stored row rebuilds its own text."""
-        return self.method is Method.ONE_STEP and self.share is ShareMode.NONE
+        """Storage options apply: one (e, m) per text, so each stored row rebuilds its own text; with
+        model_m they apply to e (m is the model's, stored once as its start)."""
+        return self.method is Method.ONE_STEP and (self.share is ShareMode.NONE or self.model_m)
 
     def with_(self, **changes: object) -> EncodeConfig:
         """A copy with the given fields changed; None means keep."""
@@ -274,14 +298,15 @@ def encode_config(
     sink: bool | None = None, arrangement: str | None = None, method: str | None = None,
     share: str | None = None, group_size: int | None = None, chunk_tokens: int | None = None,
     storage: str | None = None, rank: int | None = None, compact: bool | None = None,
-    default_storage: str = "float32", default_rank: int = 0,
+    model_m: bool | None = None, default_storage: str = "float32", default_rank: int = 0,
 ) -> EncodeConfig:
     """The config of a request's options, the same for `prototok encode` and `POST /v1/encode`.
 
     None means the named recipe's value (or the config's default). `max_steps_limit` caps the
     step budget (the service's PROTOTOK_MAX_STEPS_LIMIT). With neither storage nor rank given,
-    `default_storage`/`default_rank` apply where storage options do (one-step, no sharing), so a
-    server's compact default never turns a [mem] or shared request into an invalid one.
+    `default_storage`/`default_rank` apply where storage options do (one-step, no sharing or
+    model_m; model_m takes the storage only, as it refuses low rank), so a server's compact default
+    never turns a [mem], shared or model_m request into an invalid one.
     """
     if recipe not in RECIPES:
         raise InvalidInput(f"recipe: unknown recipe '{recipe}' (choose from {', '.join(RECIPES)})")
@@ -293,9 +318,11 @@ def encode_config(
         steps = min(steps, max_steps_limit)
     cfg = EncodeConfig(recipe=base.with_(max_steps=steps, seeds=seeds, seed=seed, lr=lr, sink=sink, margin=margin))
     cfg = cfg.with_(arrangement=arrangement, method=method, share=share, group_size=group_size,
-                    chunk_tokens=chunk_tokens)
+                    chunk_tokens=chunk_tokens, model_m=model_m or None)
     if compact:
         return cfg.with_(**COMPACT)
     if storage is None and rank is None:
-        return cfg.with_(storage=default_storage, rank=default_rank) if cfg.takes_storage else cfg
+        if not cfg.takes_storage:
+            return cfg
+        return cfg.with_(storage=default_storage, rank=0 if cfg.model_m else default_rank)
     return cfg.with_(storage=storage or "float32", rank=rank or 0)

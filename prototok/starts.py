@@ -6,6 +6,12 @@ start learnt once per model (m shared over many texts, e their mean) saves those
 later text (bench/results/speed.md). The start only changes where the optimisation begins:
 the encoding still stores its own e and m, and decodes without the start.
 
+A start's m is also the model's *shared m* (`EncodeConfig.model_m`): frozen, every text trains
+only its own e, and the file stores e plus `m_ref` (the sha256 of m's float32 bytes and the start's
+file name). Decoding finds m again among the model's start files by that digest (`find_m`), so an
+encoding made with one start never decodes with another: a start that was retrained or removed
+is a clear `ModelMMissing`, not a wrong text.
+
 A start is a small .safetensors file (e, m and JSON metadata naming the model). The embedded
 model's ships with the package (`prototok/data/`); `prototok start train` makes one for any
 other model into the cache dir, where it is found before the shipped one. A file is used only
@@ -15,6 +21,7 @@ silently goes to another model of the same name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -26,7 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import CorruptEncoding
+from .errors import CorruptEncoding, ModelMMissing
 from .models import LanguageModel
 from .settings import get_settings
 
@@ -63,6 +70,57 @@ def _find(name: str, fingerprint: str, d: int, paths: tuple[Path, ...]) -> Start
             if start.meta.get("weights_fingerprint") == fingerprint and start.e.shape == (d,):
                 return start
     return None
+
+
+def m_digest(m: torch.Tensor) -> str:
+    """sha256 of m's float32 little-endian bytes: the identity of a shared m, whatever file holds it."""
+    data = m.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def m_ref(start: Start) -> dict:
+    """What a model_m file records of the m it was made with (the file name is a hint for people)."""
+    return {"sha256": m_digest(start.m), "start": start.path.name if start.path else None}
+
+
+def shared_start(lm: LanguageModel) -> Start:
+    """The start whose m a model_m encode freezes; ModelMMissing before any work when there is none."""
+    start = find_start(lm)
+    if start is None:
+        raise ModelMMissing(f"model_m: no start (shared m) for model '{lm.name}' on this host; make one with "
+                            f"`prototok start train --model {lm.name}` (looked in {_where(lm)})")
+    return start
+
+
+def find_m(lm: LanguageModel, ref: dict) -> torch.Tensor:
+    """The (d,) m whose digest a model_m file records, from this model's start files; else
+    ModelMMissing naming the m and how to get it. Digest only: the m is the same m whichever
+    file (cache dir or package) holds it, and in whatever dtype the model is loaded."""
+    for path in candidates(lm):
+        if path.is_file():
+            stat = path.stat()
+            found = _digest_of(str(path), stat.st_mtime_ns, stat.st_size)
+            if found is not None and found[0] == ref.get("sha256"):
+                return found[1]
+    raise ModelMMissing(
+        f"this encoding was made with model '{lm.name}''s shared m (model_m: m sha256 {ref.get('sha256')}, start file "
+        f"'{ref.get('start')}'), and no start here holds that m (looked in {_where(lm)}); put that start file at "
+        f"{candidates(lm)[0]} (the one `prototok start train` made where it was encoded, or the one shipped with the "
+        "prototok that encoded it), or decode where it is. A start trained since holds another m")
+
+
+@lru_cache(maxsize=64)
+def _digest_of(path: str, mtime_ns: int, size: int) -> tuple[str, torch.Tensor] | None:
+    """(digest, m) of a start file, read once per version of the file; None if unreadable."""
+    try:
+        m = read_start(Path(path)).m
+    except CorruptEncoding:
+        return None
+    return m_digest(m), m
+
+
+def _where(lm: LanguageModel) -> str:
+    return ", ".join(map(str, candidates(lm)))
 
 
 def read_start(path: Path) -> Start:
