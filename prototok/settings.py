@@ -26,9 +26,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "prototok")
     offline: bool = True  # never reach a model hub; only local files and the embedded model
     recipe: str = "tuned"  # "tuned" or "paper" (prototok.recipe.RECIPES)
-    # How encodings store e and m when a request names neither (prototok/storage.py; README "What an
-    # encoding weighs"): float32 | float16 | bfloat16 | int8, and rank 0 = full vectors.
-    storage: str = "float32"
+    # How the service's encodings store e and m when a request names neither (prototok/storage.py; README
+    # "What an encoding weighs"): float32 | float16 | bfloat16 | int8, and rank 0 = full vectors. int8: the
+    # smallest storage that kept 10/10 benchmark sentences lossless, at 1.02x float32's encode time
+    # (bench/results/size.md). The CLI and library default stays float32 (`--storage`, EncodeConfig).
+    storage: str = "int8"
     rank: int = Field(0, ge=0)
 
     # service
