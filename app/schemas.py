@@ -63,13 +63,19 @@ class EncodeOptions(Strict):
     storage: Literal["float32", "float16", "bfloat16", "int8"] | None = Field(
         None, description="how the file stores e and m: float32, float16, bfloat16, or int8 with a per-vector "
         "scale; below float32 a few straight-through steps follow the optimisation. With neither storage nor "
-        "rank given, the server's default (PROTOTOK_STORAGE, PROTOTOK_RANK; float32 full vectors unless set)")
+        "rank given, the server's default (PROTOTOK_STORAGE, PROTOTOK_RANK; int8 full vectors unless set). With "
+        "model_m it applies to e alone")
     rank: StrictInt | None = Field(None, ge=0, le=MAX_HIDDEN, description=(
         "optimise and store e and m as this many coefficients in a fixed basis (0 = full vectors); at most the "
         "model's hidden size (a job asking for more fails with invalid_input)"))
     compact: StrictBool | None = Field(None, description=(
         f"the smallest storage the size benchmark found to keep sentences lossless ({COMPACT}); "
         "not together with storage or rank"))
+    model_m: StrictBool | None = Field(None, description=(
+        "use the model's shared m (its warm start's m, stored once per model on the server): m is frozen, each text "
+        "trains and stores only e (in `storage`), and the file names its m by digest (`m_ref`). Fewer bytes per text; "
+        "not with rank, share, group_size or method=autoregressive (422). A worker without a start for its model "
+        "fails the job with model_m_missing"))
 
     @model_validator(mode="after")
     def _compact_alone(self) -> EncodeOptions:
@@ -199,11 +205,15 @@ class EmbeddingView(BaseModel):
     seconds: float = Field(description="optimisation wall time")
     created: float
     sha256: str = Field(description="checksum of the stored .safetensors bytes")
-    vectors: dict[str, list] = Field(description="e and m as (chunks, hidden_size) lists; mem for autoregressive")
+    vectors: dict[str, list] = Field(description="e and m as (chunks, hidden_size) lists (e alone for model_m "
+                                     "encodings: see m_ref); mem for autoregressive")
     dtype: str | None = Field(None, description="how the file stores the vectors (float32, ...), when it says")
     storage: str = Field("float32", description="float32 | float16 | bfloat16 | int8: the precision the file "
                          "stores e and m in (`vectors` holds what they decode as)")
     rank: int = Field(0, description="e and m are stored as this many coefficients in a fixed basis; 0: full")
+    m_ref: dict[str, str | None] | None = Field(None, description=(
+        "model_m encodings: the model's shared m they were made with (sha256 of its float32 bytes, start file "
+        "name); the file and `vectors` hold e alone, and decoding finds m among the server's start files"))
     compute_dtype: str | None = Field(None, description="the model's dtype when it was encoded; decoding uses it")
     min_margin: float | None = Field(None, description="smallest lead (nats) of a right token in the verified decode")
     size: dict[str, float] | None = Field(None, description=(

@@ -51,6 +51,7 @@ def get_embedding(emb_id: str, request: Request, store: StoreDep, caller: Caller
         c_tokens=enc.c_tokens, h_lm=enc.h_lm, corrections=enc.n_corrections, steps=enc.steps, seconds=enc.seconds,
         created=stored.created, sha256=stored.sha256, vectors={k: v.tolist() for k, v in enc.vectors.items()},
         dtype=meta.get("dtype"), size=meta.get("size"), storage=enc.storage, rank=enc.rank, compute_dtype=enc.compute_dtype, min_margin=enc.min_margin,
+        m_ref=enc.m_ref,
     )
 
 
