@@ -5,7 +5,7 @@ tokens) every option is encoded in turn, so a run stopped early still has every 
 same texts. Per encoding: vectors and file bytes, bits per character (of the vectors), whether
 the vectors alone rebuild the text (no corrections), corrections, steps and encode seconds.
 The sizes come from the encoding's own `size` (prototok/size.py), the same numbers the CLI and
-the API report. Results are rewritten after every text.
+the API report.
 
 Options of one rank share its optimisation: `encode_texts` runs the same float optimisation
 whatever the storage (same seed, same recipe; the storage acts only afterwards, in the
@@ -13,7 +13,13 @@ straight-through phase), so each rank is optimised once per text and every stora
 finished from that (straight-through steps, then `codec.package`: reference decode of the
 stored vectors, corrections, verified decode). An option's encode seconds are the shared
 optimisation's plus its own finishing: what `encode_texts` with that option takes.
-Run: nice -n 10 python -m bench.size [--options float32 int8 r32-int8 ...] [--passages 32 64]
+
+`model-m-<storage>` options (`model_m`: m is the model's start m, frozen; only e trains, from the
+start's e, and only e is stored) are another optimisation, shared by their storages the same way.
+Their vectors_bytes count e alone: the model's m is stored once per model, not per text.
+Results are rewritten after every text.
+Run: nice -n 10 python -m bench.size [--options float32 int8 model-m-float32 model-m-int8 r32-int8 ...]
+     [--passages 32 64]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import NamedTuple
 
 from prototok import RECIPES, EncodeConfig, load_model
 from prototok.codec import chunk, chunk_size, package, tokenize_checked
@@ -30,31 +37,47 @@ from prototok.results.tables import records_table
 from .common import RESULTS, add_encode_options, encode_config, machine, write
 from .sentences import SENTENCES, texts_of_about
 
-# name -> (storage, rank); the first is today's default, the baseline of the time ratio
+# name -> (storage, rank); the first option given is the baseline of the time ratio (float32 by default)
 OPTIONS = {"float32": ("float32", 0), "float16": ("float16", 0), "bfloat16": ("bfloat16", 0), "int8": ("int8", 0)}
-DEFAULT = ["float32", "float16", "bfloat16", "int8", "r128-int8", "r64-int8", "r32-int8", "r16-int8"]
+DEFAULT = ["float32", "float16", "bfloat16", "int8", "model-m-float32", "model-m-int8", "r128-int8", "r64-int8",
+           "r32-int8", "r16-int8"]
+MODEL_M = "model-m"
 
 
-def option(name: str) -> tuple[str, int]:
-    """'int8' -> ('int8', 0); 'r32-int8' -> ('int8', 32); 'r64' -> ('float32', 64)."""
+class Option(NamedTuple):
+    storage: str
+    rank: int
+    model_m: bool = False
+
+    @property
+    def problem(self) -> tuple[int, bool]:
+        """What decides the optimisation (the storage only finishes it)."""
+        return self.rank, self.model_m
+
+
+def option(name: str) -> Option:
+    """'int8' -> int8 full vectors; 'r32-int8' -> int8 at rank 32; 'r64' -> float32 at rank 64;
+    'model-m-int8' -> int8 e against the model's shared m ('model-m': float32)."""
+    if name.startswith(MODEL_M):
+        return Option(name.removeprefix(MODEL_M).removeprefix("-") or "float32", 0, True)
     if name in OPTIONS:
-        return OPTIONS[name]
+        return Option(*OPTIONS[name])
     rank, _, storage = name.removeprefix("r").partition("-")
-    return storage or "float32", int(rank)
+    return Option(storage or "float32", int(rank))
 
 
 def encode_text(lm, text: str, names: list[str], kind: str, cfg: EncodeConfig, args) -> list[dict]:
-    """One row per option, in the order given; each rank optimised once (see the module's doc)."""
+    """One row per option, in the order given; each problem optimised once (see the module's doc)."""
     ids = tokenize_checked(lm, text)
     pieces = chunk(ids, chunk_size(lm, cfg))
     rows = {}
-    for rank in dict.fromkeys(option(n)[1] for n in names):
+    for rank, model_m in dict.fromkeys(option(n).problem for n in names):
         start = time.perf_counter()
         budget = cfg.recipe.with_(max_steps=args.rank_max_steps) if rank else cfg.recipe
-        sols = optimize(lm, pieces, cfg.with_(rank=rank, recipe=budget))
+        sols = optimize(lm, pieces, cfg.with_(rank=rank, model_m=model_m, recipe=budget))
         shared = time.perf_counter() - start
-        for name in (n for n in names if option(n)[1] == rank):
-            mine = cfg.with_(storage=option(name)[0], rank=rank, recipe=budget)
+        for name in (n for n in names if option(n).problem == (rank, model_m)):
+            mine = cfg.with_(storage=option(name).storage, rank=rank, model_m=model_m, recipe=budget)
             start = time.perf_counter()
             done = straight_through_phase(lm, pieces, mine, sols, None) if mine.storage != "float32" else sols
             enc = package(lm, mine, text, ids, pieces, done)
@@ -142,6 +165,10 @@ def report(lm, rows: list[dict], names: list[str], args, done: bool) -> None:
            "`median_s`: encode seconds (the rank's shared optimisation plus this option's straight-through steps, "
            "reference decode and verification: what encode_texts takes with this option); `time_vs_float32`: "
            "median_s over float32's median_s, on the same texts in the same run.\n\n")
+    if any(option(n).model_m for n in names):
+        md += (f"`model-m-*`: m is the model's shared m (its start, frozen), stored once per model "
+               f"({4 * lm.hidden_size} B in float32), not per text; vectors_bytes and file_bytes count e alone. "
+               "Its steps train e alone, from the start's e.\n\n")
     caps = f", low-rank options capped at {args.rank_max_steps} steps" if args.rank_max_steps else ""
     md += (f"Model {lm.name} in {lm.dtype}, recipe `{args.recipe}`{caps}"
            f"{'' if done else '; run not finished'}.\n\n")
