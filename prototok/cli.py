@@ -314,7 +314,10 @@ def start_train(
     tokens: int = typer.Option(16, min=2, max=256, help="Tokens of each passage (after its first 40)."),
     out: Path | None = typer.Option(None, help="Output file (default: the cache dir, where encodes find it)."),
 ) -> None:
-    """Learn a start for a model: one m shared by the texts, e their mean. Prints the file's path."""
+    """Learn a start for a model: one m shared by the texts, e their mean. Prints the file's path.
+
+    The default path replaces the cache dir's start: --model-m files made with the old one name its m
+    and refuse to decode until that file is back (keep a copy)."""
     from .errors import InvalidInput
     from .experiments.datasets import passages
     from .models import load_model, quiet_libraries

@@ -56,6 +56,8 @@ def test_model_m_round_trips_through_a_file_that_holds_e_alone(tiny, cache):
     assert back.metadata()["m_ref"] == enc.m_ref
     [out] = decode(tiny, [back])
     assert out.text == TEXT and torch.equal(back.vectors["m"][0], start.m)
+    [plain] = encode_texts(tiny, [TEXT], EncodeConfig(recipe=recipe()))
+    assert plain.m_ref is None and "m_ref" not in plain.metadata()  # files that store m are as before
 
 
 def test_model_m_with_int8_stores_int8_e_and_its_scale(tiny, cache):
