@@ -171,7 +171,7 @@ def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict
     cfg = encode_config(**options)
     quiet_libraries()
     lm = load_model(model)
-    bar, report = _progress_bar(cfg.recipe.max_steps)
+    bar, report = _progress_bar(cfg.step_budget)
     [enc] = encode_texts(lm, [body], cfg, progress=report)
     bar.close()
     enc.save(out)

@@ -252,6 +252,8 @@ class Watch:
         p = body.get("progress") or {}
         if self.bar is None:
             self.bar = encode_bar(p.get("max_steps") or 0, self.file)
+        if p.get("max_steps") and p["max_steps"] != self.bar.total:  # the job's own count wins
+            self.bar.total = p["max_steps"]
         if p.get("step"):
             show(self.bar, p["step"], p.get("loss"), p.get("accuracy", 0.0), p.get("done", 0), p.get("chunks"))
 

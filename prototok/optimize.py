@@ -81,8 +81,7 @@ def optimize(
         frozen_m = start.m if cfg.model_m else frozen_m
         problem = one_step_problem(lm, seqs, cfg, frozen_m, start=start)
     polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
-    total = cfg.recipe.max_steps + (cfg.recipe.ste_steps if polish else 0)  # the budget a progress bar shows
-    sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, total) if polish else progress)
+    sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, cfg.step_budget) if polish else progress)
     if polish:
         sols = straight_through_phase(lm, seqs, cfg, sols, progress)
     return sols

@@ -282,6 +282,12 @@ class EncodeConfig:
         return is_plain(self.storage, self.rank)
 
     @property
+    def step_budget(self) -> int:
+        """Steps a progress bar counts to: max_steps, plus the straight-through polish below float32."""
+        polish = self.recipe.ste_steps if self.storage != "float32" else 0
+        return self.recipe.max_steps + polish
+
+    @property
     def takes_storage(self) -> bool:
         """Storage options apply: one (e, m) per text, so each stored row rebuilds its own text; with
         model_m they apply to e (m is the model's, stored once as its start)."""

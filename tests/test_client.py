@@ -64,7 +64,7 @@ def test_encode_wait_text_download_decode_delete(client, tmp_path, api):
     bar = io.StringIO()
     assert job.wait(progress=True, file=bar) is job and job.status == "finished"
     drawn = bar.getvalue()
-    assert "encode" in drawn and "acc=" in drawn and f"{job.progress['step']}/300" in drawn, drawn
+    assert "encode" in drawn and "acc=" in drawn and f"{job.progress['step']}/{job.progress['max_steps']}" in drawn, drawn
     [emb_id] = job.embeddings()
     assert client.text(emb_id) == TEXT
     rebuilt = client.rebuild(emb_id)

@@ -168,3 +168,11 @@ def test_the_services_default_storage_applies_where_a_request_names_none():
     assert (got.storage, got.rank) == ("float32", 0)
     got = EncodeOptions(compact=True).to_config(Settings())
     assert (got.storage, got.rank) == (COMPACT["storage"], COMPACT["rank"])
+
+
+def test_the_step_budget_counts_the_polish_below_float32():
+    """What a progress bar counts to (CLI, the job's queued progress): the polish included."""
+    recipe = TUNED.with_(max_steps=30, ste_steps=7)
+    assert EncodeConfig(recipe=recipe).step_budget == 30
+    assert EncodeConfig(recipe=recipe, storage="int8").step_budget == 37
+    assert EncodeConfig(recipe=recipe.with_(ste_steps=0), storage="int8").step_budget == 30

@@ -67,7 +67,7 @@ def encode(body: EncodeRequest, response: Response, settings: SettingsDep, conn:
             ENCODE_JOB, texts, model, config_to_dict(cfg), job_id=job_id,
             job_timeout=settings.job_timeout_s, result_ttl=settings.job_result_ttl_s,
             failure_ttl=settings.job_result_ttl_s, description=f"encode {len(texts)} text(s) with {model}",
-            meta={"model": model, "owner": caller.name, "progress": {"step": 0, "max_steps": cfg.recipe.max_steps}},
+            meta={"model": model, "owner": caller.name, "progress": {"step": 0, "max_steps": cfg.step_budget}},
             retry=Retry(max=settings.job_retries) if settings.job_retries > 0 else None,
         )
     except BaseException:
