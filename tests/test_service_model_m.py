@@ -65,3 +65,30 @@ def test_model_m_with_rank_is_a_422_naming_both(api):
     r = api.http.post("/v1/encode", json={"text": TEXT, "options": {"model_m": True, "rank": 8}})
     assert r.status_code == 422 and r.json()["code"] == "invalid_input"
     assert "model_m and rank" in r.json()["message"]
+
+
+def test_the_decode_process_finds_the_m_in_its_own_start_files(tiny, tmp_path, monkeypatch):
+    """As deployed, decodes run in a child process (app/decode_process.py): it reads the same
+    PROTOTOK_CACHE_DIR, gets the file's bytes (e alone), and refuses with the same error class."""
+    from app.batcher import DecodeLane
+    from prototok import EncodeConfig, encode_texts
+    from prototok.errors import ModelMMissing
+    from prototok.settings import Settings, get_settings
+
+    monkeypatch.setenv("PROTOTOK_CACHE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        e, m, how = train_start(tiny, SEQS, 2, TUNED.with_(max_steps=2, warmup_steps=1, margin=0.0))
+        path = write_start(candidates(tiny)[0], tiny, e, m, **how)
+        [enc] = encode_texts(tiny, [TEXT], EncodeConfig(recipe=TUNED.with_(max_steps=4), model_m=True))
+        lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0))
+        lane.start()
+        try:
+            assert lane.submit_encoding(enc).result(120).text == TEXT
+            path.unlink()
+            with pytest.raises(ModelMMissing, match=m_digest(m)):
+                lane.submit_encoding(enc).result(120)
+        finally:
+            lane.close()
+    finally:
+        get_settings.cache_clear()
