@@ -134,8 +134,12 @@ def _after(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | N
     return lambda p: progress(replace(p, step=done + p.step, max_steps=total))
 
 
+@torch.enable_grad()
 def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,
          progress: ProgressFn | None) -> list[Solution]:
+    """The loop. Grad is switched on here, whatever the caller's mode: a job ended by its time limit
+    (SIGALRM) between `torch.no_grad()`'s switch and its `with` block leaves the worker's thread with
+    grad off, and every later job of that worker would fail at backward()."""
     start = time.perf_counter()
     s, n_rows = len(seqs), len(problem.cohort_of_row)
     targets = pad_right(seqs)[torch.arange(n_rows) % s].to(lm.device)  # (R, Nmax)

@@ -134,3 +134,12 @@ def test_cached_greedy_generation_matches_one_teacher_forced_pass(request, famil
     with torch.no_grad():
         logits = tiny.model(inputs_embeds=full).logits[:, prefix.shape[1] - 1:]
     assert torch.equal(logits.argmax(-1), raw) and torch.equal(raw, emitted)
+
+
+def test_optimize_trains_even_where_the_caller_left_grad_off(tiny):
+    """A worker's job ended by SIGALRM inside torch.no_grad()'s __enter__ leaves grad off in its
+    thread (seen once in the suite); the next job must still train."""
+    cfg = EncodeConfig(recipe=TUNED.with_(max_steps=3, seeds=1))
+    with torch.no_grad():
+        [sol] = optimize(tiny, SEQS[:1], cfg)
+    assert sol.steps == 3 and torch.is_grad_enabled()
