@@ -124,17 +124,21 @@ def lane_dtype(dtypes: Sequence[str], lm: LanguageModel, enc: Encoding) -> str |
     return None
 
 
-def lower_priority(nice: int) -> None:
-    """Renice this thread only (Linux: niceness is per thread) to at least `nice`, never higher in
+def lower_priority(nice: int, whole_process: bool = False) -> None:
+    """Renice this thread (Linux: niceness is per thread) to at least `nice`, never higher in
     priority than it runs; threads it starts later inherit it, so called first in the decode
-    process (or the lane's thread) it covers torch's workers too."""
+    process (or the lane's thread) it covers torch's workers too. `whole_process`: every thread
+    that already exists as well (a spawned child may have started some while importing)."""
     if nice <= 0 or not hasattr(os, "setpriority"):
         return
-    try:
-        me = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, me, max(nice, os.getpriority(os.PRIO_PROCESS, me)))
-    except OSError as exc:
-        log.warning("could not lower the decode passes' priority: %s", exc)
+    tasks = [threading.get_native_id()]
+    if whole_process and os.path.isdir("/proc/self/task"):
+        tasks = [int(t) for t in os.listdir("/proc/self/task")]
+    for task in tasks:
+        try:
+            os.setpriority(os.PRIO_PROCESS, task, max(nice, os.getpriority(os.PRIO_PROCESS, task)))
+        except OSError as exc:  # a thread that ended meanwhile, or no permission
+            log.warning("could not lower the decode passes' priority: %s", exc)
 
 
 def decode_threads(settings: Settings) -> int:

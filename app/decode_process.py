@@ -132,7 +132,7 @@ def error_of(name: str, message: str) -> Exception:
 def child_main(conn: Connection, model: str, threads: int, nice: int) -> None:
     """The decode process: renice, set threads, load the model, then answer batches until the
     API sends None or closes the pipe."""
-    lower_priority(nice)  # first, so every thread torch starts later inherits it
+    lower_priority(nice, whole_process=True)  # first, so every thread torch starts later inherits it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is for the API, which stops us
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[decode %(process)d]: %(message)s")
     configure_threads(threads)
