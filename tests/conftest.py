@@ -33,6 +33,7 @@ import torch
 
 from prototok import EncodeConfig, load_model
 from prototok.recipe import TUNED
+from prototok.settings import get_settings
 
 
 @pytest.fixture(scope="session")
@@ -507,3 +508,12 @@ def api_key(api) -> str | None:
 @pytest.fixture(scope="module")
 def api_headers(api_key) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+@pytest.fixture
+def start_cache(tmp_path, monkeypatch):
+    """PROTOTOK_CACHE_DIR in a fresh directory, where `prototok start train` writes a model's start."""
+    monkeypatch.setenv("PROTOTOK_CACHE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()

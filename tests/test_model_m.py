@@ -12,7 +12,6 @@ from prototok import EncodeConfig, Encoding, decode, encode_texts
 from prototok.cli import app
 from prototok.errors import CorruptEncoding, DecodeMismatch, InvalidInput, ModelMMissing
 from prototok.recipe import TUNED, ShareMode, encode_config
-from prototok.settings import get_settings
 from prototok.start_training import train_start
 from prototok.starts import candidates, find_start, m_digest, write_start
 
@@ -28,14 +27,6 @@ def cfg(**kw) -> EncodeConfig:
     return EncodeConfig(recipe=recipe(), model_m=True, **kw)
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROTOTOK_CACHE_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
-
-
 def make_start(lm, steps: int = 3):
     """A start for the tiny model in the cache dir, as `prototok start train` writes one."""
     e, m, how = train_start(lm, SEQS, steps, TUNED.with_(max_steps=steps, warmup_steps=1, margin=0.0))
@@ -43,12 +34,12 @@ def make_start(lm, steps: int = 3):
     return find_start(lm)
 
 
-def test_model_m_round_trips_through_a_file_that_holds_e_alone(tiny, cache):
+def test_model_m_round_trips_through_a_file_that_holds_e_alone(tiny, start_cache):
     start = make_start(tiny)
     [enc] = encode_texts(tiny, [TEXT], cfg())
     assert enc.share == "frozen_m" and torch.equal(enc.vectors["m"][0], start.m)
     assert enc.m_ref == {"sha256": m_digest(start.m), "start": candidates(tiny)[0].name}
-    path = cache / "enc.safetensors"
+    path = start_cache / "enc.safetensors"
     enc.save(path)
     back = Encoding.load(path)
     assert set(back.tensors()) == {"e"} and set(back.vectors) == {"e"}  # no m in the file
@@ -60,7 +51,7 @@ def test_model_m_round_trips_through_a_file_that_holds_e_alone(tiny, cache):
     assert plain.m_ref is None and "m_ref" not in plain.metadata()  # files that store m are as before
 
 
-def test_model_m_with_int8_stores_int8_e_and_its_scale(tiny, cache):
+def test_model_m_with_int8_stores_int8_e_and_its_scale(tiny, start_cache):
     make_start(tiny)
     [enc] = encode_texts(tiny, [TEXT], cfg(storage="int8"))
     back = Encoding.from_bytes(enc.to_bytes())
@@ -70,7 +61,7 @@ def test_model_m_with_int8_stores_int8_e_and_its_scale(tiny, cache):
     assert decode(tiny, [back])[0].text == TEXT
 
 
-def test_e_begins_at_the_start_and_m_never_moves(tiny, cache):
+def test_e_begins_at_the_start_and_m_never_moves(tiny, start_cache):
     start = make_start(tiny)
     seen = []
     [enc] = encode_texts(tiny, [TEXT], cfg(storage="int8").with_(recipe=recipe(margin=50.0)),
@@ -79,14 +70,14 @@ def test_e_begins_at_the_start_and_m_never_moves(tiny, cache):
     assert torch.equal(enc.vectors["m"], start.m.expand(1, -1))  # frozen, and never rounded to int8
 
 
-def test_without_a_start_model_m_is_refused_before_any_work(tiny, cache):
+def test_without_a_start_model_m_is_refused_before_any_work(tiny, start_cache):
     seen = []
     with pytest.raises(ModelMMissing, match="prototok start train --model tiny-llama"):
         encode_texts(tiny, [TEXT], cfg(), progress=seen.append)
     assert seen == [] and ModelMMissing.status == 409
 
 
-def test_a_file_whose_m_no_start_holds_is_refused_not_decoded(tiny, cache):
+def test_a_file_whose_m_no_start_holds_is_refused_not_decoded(tiny, start_cache):
     make_start(tiny, steps=2)
     [enc] = encode_texts(tiny, [TEXT], cfg())
     blob = enc.to_bytes()
@@ -98,7 +89,7 @@ def test_a_file_whose_m_no_start_holds_is_refused_not_decoded(tiny, cache):
         decode(tiny, [Encoding.from_bytes(blob)])
 
 
-def test_tampered_int8_e_fails_the_checksum(tiny, cache):
+def test_tampered_int8_e_fails_the_checksum(tiny, start_cache):
     make_start(tiny)
     [enc] = encode_texts(tiny, [TEXT], cfg(storage="int8"))
     blob = st_save({**enc.tensors(), "e": (-enc.stored["e"]).contiguous()},
@@ -108,7 +99,7 @@ def test_tampered_int8_e_fails_the_checksum(tiny, cache):
 
 
 @pytest.mark.parametrize("m_ref", [{"sha256": "abc"}, "x", {"start": "s"}])
-def test_a_malformed_m_ref_is_a_corrupt_file(tiny, cache, m_ref):
+def test_a_malformed_m_ref_is_a_corrupt_file(tiny, start_cache, m_ref):
     make_start(tiny)
     [enc] = encode_texts(tiny, [TEXT], cfg())
     blob = st_save(enc.tensors(), metadata={"prototok": json.dumps({**enc.metadata(), "m_ref": m_ref})})
@@ -116,7 +107,7 @@ def test_a_malformed_m_ref_is_a_corrupt_file(tiny, cache, m_ref):
         Encoding.from_bytes(blob)
 
 
-def test_a_file_with_m_ref_and_an_m_tensor_is_refused(tiny, cache):
+def test_a_file_with_m_ref_and_an_m_tensor_is_refused(tiny, start_cache):
     make_start(tiny)
     [enc] = encode_texts(tiny, [TEXT], cfg())
     blob = st_save({**enc.tensors(), "m": enc.vectors["m"].contiguous()},
@@ -134,7 +125,7 @@ def test_options_that_do_not_combine_with_model_m_are_refused(kw, named):
         EncodeConfig(model_m=True, **kw)
 
 
-def test_model_m_is_frozen_m_that_takes_storage_but_not_a_given_m(tiny, cache):
+def test_model_m_is_frozen_m_that_takes_storage_but_not_a_given_m(tiny, start_cache):
     c = EncodeConfig(model_m=True, storage="int8")
     assert c.share is ShareMode.FROZEN_M and c.takes_storage and c.with_(seeds=None) == c
     server = encode_config(model_m=True, default_storage="int8", default_rank=16)  # a server's compact default
@@ -144,9 +135,9 @@ def test_model_m_is_frozen_m_that_takes_storage_but_not_a_given_m(tiny, cache):
         encode_texts(tiny, [TEXT], cfg(), frozen_m=torch.zeros(tiny.hidden_size))
 
 
-def test_cli_model_m_encodes_and_decodes_and_says_when_there_is_no_start(cache):
+def test_cli_model_m_encodes_and_decodes_and_says_when_there_is_no_start(start_cache):
     runner = CliRunner()
-    out = cache / "cli.safetensors"
+    out = start_cache / "cli.safetensors"
     args = ["encode", TEXT, "--out", str(out), "--model", "tiny-llama", "--model-m", "--max-steps", "5"]
     missing = runner.invoke(app, args)
     assert missing.exit_code == 2 and "no start (shared m)" in missing.output
@@ -158,7 +149,7 @@ def test_cli_model_m_encodes_and_decodes_and_says_when_there_is_no_start(cache):
     assert summary["m_ref"]["start"] == "start-tiny-llama.safetensors" and summary["storage"] == "int8"
     dec = runner.invoke(app, ["decode", str(out)])
     assert dec.exit_code == 0 and dec.stdout == TEXT
-    candidates_dir = cache / "starts"
+    candidates_dir = start_cache / "starts"
     for f in candidates_dir.iterdir():
         f.unlink()
     gone = runner.invoke(app, ["decode", str(out)])

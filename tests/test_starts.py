@@ -8,31 +8,22 @@ from prototok import TUNED, EncodeConfig, load_model
 from prototok.errors import CorruptEncoding
 from prototok.one_step import one_step_problem
 from prototok.optimize import optimize
-from prototok.settings import get_settings
 from prototok.start_training import prose_chunks, train_start
 from prototok.starts import candidates, find_start, read_start, write_start
 
 SEQS = [[5, 9, 13, 2, 7], [3, 3, 8, 1, 4], [11, 6, 2, 9, 10]]
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROTOTOK_CACHE_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
-
-
 def recipe(**changes):
     return TUNED.with_(max_steps=6, warmup_steps=1, margin=0.0, **changes)
 
 
-def test_a_trained_start_is_found_for_its_model_and_begins_the_first_restart(cache):
+def test_a_trained_start_is_found_for_its_model_and_begins_the_first_restart(start_cache):
     lm = load_model("tiny-llama")
     e, m, how = train_start(lm, SEQS, 4, recipe())
     assert how["texts"] == 3 and how["steps"] == 4 and e.shape == m.shape == (lm.hidden_size,)
     path = write_start(candidates(lm)[0], lm, e, m, **how)
-    assert path.parent == cache / "starts"
+    assert path.parent == start_cache / "starts"
     start = find_start(lm)
     assert start is not None and torch.equal(start.e, e) and start.meta["texts"] == 3
     cfg = EncodeConfig(recipe=recipe(seeds=2, warm_start=True))
@@ -41,7 +32,7 @@ def test_a_trained_start_is_found_for_its_model_and_begins_the_first_restart(cac
     assert not torch.equal(problem.e_table[2], e)  # the second restart still starts at random
 
 
-def test_warm_start_changes_the_path_and_nothing_else_without_a_start(cache):
+def test_warm_start_changes_the_path_and_nothing_else_without_a_start(start_cache):
     lm = load_model("tiny-llama")
     cold = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe()))
     no_file = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe(warm_start=True)))
@@ -52,7 +43,7 @@ def test_warm_start_changes_the_path_and_nothing_else_without_a_start(cache):
     assert not torch.equal(cold[0].vectors["e"], warm[0].vectors["e"])
 
 
-def test_a_start_of_other_weights_is_ignored(cache):
+def test_a_start_of_other_weights_is_ignored(start_cache):
     lm, other = load_model("tiny-llama"), load_model("tiny-gpt-neox")
     assert lm.weights_fingerprint != other.weights_fingerprint
     e, m, how = train_start(other, SEQS, 2, recipe())
@@ -73,7 +64,7 @@ def test_prose_chunks_keep_only_full_chunks():
     assert chunks == [lm.tokenize("x" * 16)]
 
 
-def test_the_cli_trains_a_start_that_show_then_finds(cache):
+def test_the_cli_trains_a_start_that_show_then_finds(start_cache):
     from typer.testing import CliRunner
 
     from prototok.cli import app
@@ -83,6 +74,6 @@ def test_the_cli_trains_a_start_that_show_then_finds(cache):
     assert none.exit_code == 0 and "no start for tiny-llama" in none.output
     made = runner.invoke(app, ["start", "train", "--model", "tiny-llama", "--texts", "2", "--steps", "2"])
     assert made.exit_code == 0, made.output
-    assert str(cache / "starts") in made.output
+    assert str(start_cache / "starts") in made.output
     shown = runner.invoke(app, ["start", "show", "--model", "tiny-llama"])
     assert shown.exit_code == 0 and '"texts": 2' in shown.output
