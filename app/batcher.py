@@ -13,9 +13,10 @@ per second in all than one client alone). Now:
   pass per group (app/decode_pass.py), which costs about what one request's pass costs on a
   CPU, and less per text on a GPU; a pass that fails is redone request by request;
 - the passes run in the model's decode process (app/decode_process.py), so a pass never holds
-  the GIL the event loop needs; with PROTOTOK_DECODE_PROCESS=false they run in the lane's
-  thread itself (the previous design: when that thread is descheduled while it holds the GIL,
-  the API's other threads wait for it, the tail of poll latency under load);
+  the GIL the event loop needs, and one that hangs is killed after PROTOTOK_DECODE_PASS_TIMEOUT
+  (its batch answers 503, the next gets a new process); with PROTOTOK_DECODE_PROCESS=false they
+  run in the lane's thread itself (the previous design: when that thread is descheduled while it
+  holds the GIL, the API's other threads wait for it, the tail of poll latency under load);
 - the passes use PROTOTOK_DECODE_THREADS torch threads (default: all cores but one), so one
   core stays free for request handling; on a busy CPU this also spares the passes the cost of
   threads that spin at each barrier waiting for a descheduled sibling;

@@ -20,8 +20,14 @@ answer is the same). Both ends read with `plain_loads`, which refuses every clas
 so no byte a client sent can make either process import or call anything.
 
 A child that dies (killed, out of memory) fails the batch it held with 503 `decode_unavailable`;
-the next batch starts a fresh child (which loads the model again). The child exits when the API
-closes its lane (lifespan shutdown), when its pipe closes (the API died), and, being a daemon
+the next batch starts a fresh child (which loads the model again). A child that hangs (alive, but
+no answer) would hold its lane and every decode of its model for good, so each batch has
+PROTOTOK_DECODE_PASS_TIMEOUT seconds from being sent to being answered: past that a watchdog
+kills the child, which ends whatever the lane's thread was blocked in (the wait for the answer,
+or a send into a pipe the child no longer reads), and the batch fails the same way. The model
+load is not timed: the child says when it is ready, and the clock starts at the send after that
+(a first load of the embedded GGUF dequantises it, a minute or more). The child exits when the
+API closes its lane (lifespan shutdown), when its pipe closes (the API died), and, being a daemon
 process, when the API's interpreter exits.
 """
 
@@ -32,6 +38,7 @@ import logging
 import multiprocessing
 import pickle
 import signal
+import threading
 from contextlib import suppress
 from dataclasses import asdict
 from multiprocessing.connection import Connection, wait
@@ -130,8 +137,8 @@ def error_of(name: str, message: str) -> Exception:
 # --- the child ---
 
 def child_main(conn: Connection, model: str, threads: int, nice: int) -> None:
-    """The decode process: renice, set threads, load the model, then answer batches until the
-    API sends None or closes the pipe."""
+    """The decode process: renice, set threads, load the model, say it is ready, then answer
+    batches until the API sends None or closes the pipe."""
     lower_priority(nice, whole_process=True)  # first, so every thread torch starts later inherits it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is for the API, which stops us
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[decode %(process)d]: %(message)s")
@@ -141,6 +148,7 @@ def child_main(conn: Connection, model: str, threads: int, nice: int) -> None:
         log.info("model %s loaded on %s, %d torch thread(s)", lm.name, lm.device, threads)
     except Exception as exc:  # noqa: BLE001 - each batch's requests get the error
         log.warning("could not load model %s: %s", model, exc)
+    send(conn, {"ready": True})  # from here on each batch is timed (PROTOTOK_DECODE_PASS_TIMEOUT)
     while True:
         try:
             message = receive(conn)
@@ -161,6 +169,36 @@ def answer(model: str, message: dict) -> dict:
 
 # --- the API's side ---
 
+class Watchdog:
+    """Kills `proc` unless disarmed within `seconds`: a child that hangs then ends like a dead one,
+    and whatever the lane's thread is blocked in (a wait, a send, a receive) returns."""
+
+    def __init__(self, seconds: float, proc: multiprocessing.process.BaseProcess):
+        self.seconds, self.proc, self.fired = seconds, proc, False
+        self._lock = threading.Lock()
+        self._armed = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def arm(self) -> None:
+        self._armed = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._armed:
+                return  # answered meanwhile
+            self.fired = True
+            log.error("decode process %d has not answered in %g s (PROTOTOK_DECODE_PASS_TIMEOUT): killing it",
+                      self.proc.pid, self.seconds)
+            self.proc.kill()
+
+
 class DecodeProcess:
     """The API's handle on one model's decode process: started on first use, started afresh
     after a death. Used by one thread at a time (the model's lane)."""
@@ -168,8 +206,10 @@ class DecodeProcess:
     def __init__(self, model: str, settings: Settings):
         self.model, self.dtypes = model, list(settings.api_decode_dtypes)
         self.threads, self.nice = decode_threads(settings), settings.decode_nice
+        self.pass_timeout = settings.decode_pass_timeout
         self.proc: multiprocessing.process.BaseProcess | None = None
         self.conn: Connection | None = None
+        self.ready = False  # the child has loaded its model (or given up) and reads batches
         self.in_flight = 0  # requests sent to the child and not answered yet
 
     def start(self) -> None:
@@ -186,20 +226,38 @@ class DecodeProcess:
         log.info("decode process %d started for model %s", self.proc.pid, self.model)
 
     def run(self, jobs: list[Job]) -> tuple[list[Outcome], list[int]]:
-        """Each job's outcome and the size of each pass, from the child; DecodeUnavailable if it dies."""
+        """Each job's outcome and the size of each pass, from the child; DecodeUnavailable if it
+        dies, or if it has not answered within PROTOTOK_DECODE_PASS_TIMEOUT (then it is killed)."""
         self.start()
         message = {"jobs": [pack_job(j) for j in jobs], "dtypes": self.dtypes}
-        self.in_flight = len(jobs)
+        dog = Watchdog(self.pass_timeout, self.proc)
         try:
-            send(self.conn, message)
+            self._await_ready()
+            self.in_flight = len(jobs)
+            dog.arm()
+            send(self.conn, message)  # blocks while the pipe is full and the child does not read: the dog ends that
             wait([self.conn, self.proc.sentinel])  # an answer, or the child's death
             reply = receive(self.conn)  # EOFError if it died without answering
         except (EOFError, OSError) as exc:
+            dog.disarm()
+            if dog.fired:
+                self._death()
+                raise DecodeUnavailable(
+                    f"the decode process of model '{self.model}' did not answer within {self.pass_timeout:g} s "
+                    "(PROTOTOK_DECODE_PASS_TIMEOUT) and was killed; the next decode starts a new one: retry") from exc
             raise DecodeUnavailable(f"the decode process of model '{self.model}' died ({self._death()}); "
                                     "the next decode starts a new one: retry") from exc
         finally:
+            dog.disarm()
             self.in_flight = 0
         return [unpack_outcome(o) for o in reply["outcomes"]], reply["passes"]
+
+    def _await_ready(self) -> None:
+        """Wait, untimed, for a new child to load its model (EOFError if it dies meanwhile)."""
+        if not self.ready:
+            wait([self.conn, self.proc.sentinel])
+            receive(self.conn)  # {"ready": True}
+            self.ready = True
 
     def close(self, timeout: float = 10) -> None:
         """Ask the child to exit after the pass it is in; kill it if it has not within `timeout`."""
@@ -224,4 +282,5 @@ class DecodeProcess:
     def _forget(self) -> None:
         if self.conn is not None:
             self.conn.close()
+        self.ready = False
         self.proc = self.conn = None  # a dead child's Process is released with its last reference

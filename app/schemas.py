@@ -74,8 +74,8 @@ class EncodeOptions(Strict):
     model_m: StrictBool | None = Field(None, description=(
         "use the model's shared m (its warm start's m, stored once per model on the server): m is frozen, each text "
         "trains and stores only e (in `storage`), and the file names its m by digest (`m_ref`). Fewer bytes per text; "
-        "not with rank, share, group_size or method=autoregressive (422). A worker without a start for its model "
-        "fails the job with model_m_missing"))
+        "not with rank, share, group_size or method=autoregressive (422). 409 model_m_missing when no worker "
+        "serving the model has a start for it; a job that reaches a worker without one fails with that code"))
 
     @model_validator(mode="after")
     def _compact_alone(self) -> EncodeOptions:

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     decode_queue_max: int = Field(256, ge=1)  # decodes waiting in their model's lane; more: 503 decode_busy
     decode_threads: int = Field(0, ge=0)  # torch threads of the API's decode passes; 0 = cores - 1 (a core for requests)
     decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode process (or thread), so requests go first
+    # seconds a decode process may take to answer one batch (its passes, and the one-by-one redo of a batch that
+    # failed); past it the process is killed, the batch answers 503 decode_unavailable and a new process serves the
+    # next one. Far above the longest pass the limits allow (SmolLM2, 4096 positions, 2-core CPU: about 10 s)
+    decode_pass_timeout: float = Field(120.0, ge=1, le=3600)
     redis_retry_max_s: float = Field(10.0, gt=0)  # a worker retries Redis writes with backoff up to this wait
 
     # access: API keys, quotas and rate limits (docs/service.md, "Keys and quotas")

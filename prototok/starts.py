@@ -17,13 +17,21 @@ model's ships with the package (`prototok/data/`); `prototok start train` makes 
 other model into the cache dir, where it is found before the shipped one. A file is used only
 for the model whose embedding matrix it was made with (`LanguageModel.weights_fingerprint`), so a start never
 silently goes to another model of the same name.
+
+Lookups are cheap and current: each one stats the (two) candidate files and reads a file only
+when that version of it (inode, mtime, size) was not read before. So a worker that is running
+while `prototok start train` writes its model's start uses it from the next job, and says so in its
+next announcement (worker/runner.py), without a restart. `write_start` replaces the file in one
+rename, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -58,18 +66,31 @@ def candidates(lm: LanguageModel) -> list[Path]:
 
 
 def find_start(lm: LanguageModel) -> Start | None:
-    """The first start made for exactly this model's weights, or None (then encodes start at random)."""
-    return _find(lm.name, lm.weights_fingerprint, lm.hidden_size, tuple(candidates(lm)))
+    """The first start made for exactly this model's weights, or None (then encodes start at random).
+    Looks at the files on every call (a stat each), so a start written since, by any process, counts."""
+    for path in candidates(lm):
+        version = _version(path)
+        if version is not None:
+            start = _read(str(path), *version)
+            if start.meta.get("weights_fingerprint") == lm.weights_fingerprint and start.e.shape == (lm.hidden_size,):
+                return start
+    return None
+
+
+def _version(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime_ns, size) of a regular file, None if there is none: a new or rewritten start
+    file is a new version (write_start renames a new file into place: a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None
 
 
 @lru_cache(maxsize=16)
-def _find(name: str, fingerprint: str, d: int, paths: tuple[Path, ...]) -> Start | None:
-    for path in paths:
-        if path.is_file():
-            start = read_start(path)
-            if start.meta.get("weights_fingerprint") == fingerprint and start.e.shape == (d,):
-                return start
-    return None
+def _read(path: str, inode: int, mtime_ns: int, size: int) -> Start:
+    """A start file, read once per version of it (CorruptEncoding is not cached: the next call reads again)."""
+    return read_start(Path(path))
 
 
 def m_digest(m: torch.Tensor) -> str:
@@ -97,9 +118,9 @@ def find_m(lm: LanguageModel, ref: dict) -> torch.Tensor:
     ModelMMissing naming the m and how to get it. Digest only: the m is the same m whichever
     file (cache dir or package) holds it, and in whatever dtype the model is loaded."""
     for path in candidates(lm):
-        if path.is_file():
-            stat = path.stat()
-            found = _digest_of(str(path), stat.st_mtime_ns, stat.st_size)
+        version = _version(path)
+        if version is not None:
+            found = _digest_of(str(path), *version)
             if found is not None and found[0] == ref.get("sha256"):
                 return found[1]
     raise ModelMMissing(
@@ -110,10 +131,10 @@ def find_m(lm: LanguageModel, ref: dict) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _digest_of(path: str, mtime_ns: int, size: int) -> tuple[str, torch.Tensor] | None:
-    """(digest, m) of a start file, read once per version of the file; None if unreadable."""
+def _digest_of(path: str, inode: int, mtime_ns: int, size: int) -> tuple[str, torch.Tensor] | None:
+    """(digest, m) of a start file, computed once per version of the file; None if unreadable."""
     try:
-        m = read_start(Path(path)).m
+        m = _read(path, inode, mtime_ns, size).m
     except CorruptEncoding:
         return None
     return m_digest(m), m
@@ -136,11 +157,18 @@ def read_start(path: Path) -> Start:
 
 
 def write_start(path: Path, lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, **meta: object) -> Path:
-    """Save a start for `lm`; the metadata says how it was made (texts, steps, seconds, recipe)."""
+    """Save a start for `lm`; the metadata says how it was made (texts, steps, seconds, recipe).
+    Written beside `path` and renamed over it, so a process looking meanwhile sees the old or the new file."""
     meta = {"model": lm.name, "weights_fingerprint": lm.weights_fingerprint, "hidden_size": lm.hidden_size,
             "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta}
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"e": e.detach().float().cpu().contiguous(), "m": m.detach().float().cpu().contiguous()}
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
-    _find.cache_clear()
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        save_file(tensors, str(partial), metadata={k: json.dumps(v) for k, v in meta.items()})
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    _read.cache_clear()  # in this process, seen even if a coarse clock gave the new file an old version's stamp
+    _digest_of.cache_clear()
     return path

@@ -9,6 +9,10 @@
   the Redis `run_id` (it changes at every Redis start) each entry was written under: after a
   Redis restart, entries restored from its append-only file name workers that have not been
   heard from since, possibly dead ones, and they do not count until they announce again.
+  Another hash records what each worker said of its model's start (`model_m`): the sha256 of
+  the shared m its model_m jobs would freeze, or "" for none. Only the worker can tell (the
+  start files are on its host and are checked against its loaded weights); the API reads it to
+  refuse a model_m job no live worker could run, before it is queued.
 - The job payload: an `EncodeConfig` as plain JSON-able data, so a job says exactly what
   it will run, whatever defaults the worker's version has.
 """
@@ -28,6 +32,7 @@ from prototok.settings import Settings
 
 WORKERS_KEY = "prototok:workers"
 WORKER_RUNS_KEY = "prototok:workers:run"  # member -> Redis run_id when it last announced
+WORKER_STARTS_KEY = "prototok:workers:start"  # member -> sha256 of its shared m (model_m), "" for no start
 ENCODE_JOB = "worker.jobs.encode_job"  # by name: the API never imports the worker
 
 
@@ -43,14 +48,17 @@ def redis_run_id(conn: Redis) -> str | None:
         return None
 
 
-def announce(conn: Redis, model: str, worker: str, ttl_s: float) -> None:
-    """Say 'worker serves model' for the next ttl_s seconds (to this run of Redis)."""
+def announce(conn: Redis, model: str, worker: str, ttl_s: float, start: str | None = None) -> None:
+    """Say 'worker serves model' for the next ttl_s seconds (to this run of Redis). `start`: the
+    sha256 of the m its model_m jobs would freeze, "" when it has no start, None to say nothing."""
     member = f"{canonical_name(model)}\t{worker}"
     run_id = redis_run_id(conn)
     with conn.pipeline() as pipe:
         pipe.zadd(WORKERS_KEY, {member: time.time() + ttl_s})
         if run_id:
             pipe.hset(WORKER_RUNS_KEY, member, run_id)
+        if start is not None:
+            pipe.hset(WORKER_STARTS_KEY, member, start)
         pipe.execute()
 
 
@@ -59,6 +67,7 @@ def withdraw(conn: Redis, model: str, worker: str) -> None:
     with conn.pipeline() as pipe:
         pipe.zrem(WORKERS_KEY, member)
         pipe.hdel(WORKER_RUNS_KEY, member)
+        pipe.hdel(WORKER_STARTS_KEY, member)
         pipe.execute()
 
 
@@ -70,10 +79,12 @@ def live_workers(conn: Redis) -> list[tuple[str, str]]:
         pipe.zremrangebyscore(WORKERS_KEY, "-inf", now)
         pipe.hgetall(WORKER_RUNS_KEY)
         pipe.zrangebyscore(WORKERS_KEY, now, "+inf")
-        _, runs, members = pipe.execute()
-    stale = set(runs) - set(members)
-    if stale:
-        conn.hdel(WORKER_RUNS_KEY, *stale)
+        pipe.hkeys(WORKER_STARTS_KEY)
+        _, runs, members, said = pipe.execute()
+    for key, entries in ((WORKER_RUNS_KEY, runs), (WORKER_STARTS_KEY, said)):
+        stale = set(entries) - set(members)
+        if stale:
+            conn.hdel(key, *stale)
     run_id = redis_run_id(conn)
     if run_id:
         members = [m for m in members if runs.get(m) in (None, run_id.encode())]
@@ -82,6 +93,16 @@ def live_workers(conn: Redis) -> list[tuple[str, str]]:
 
 def served_models(conn: Redis) -> set[str]:
     return {model for model, _ in live_workers(conn)}
+
+
+def worker_starts(conn: Redis, model: str) -> list[str | None]:
+    """What each live worker of `model` said of its start: the sha256 of its shared m, "" for
+    none, None for a worker that said nothing (one from before workers said it)."""
+    model = canonical_name(model)
+    members = [f"{model}\t{worker}" for served, worker in live_workers(conn) if served == model]
+    if not members:
+        return []
+    return [None if said is None else said.decode() for said in conn.hmget(WORKER_STARTS_KEY, members)]
 
 
 def config_to_dict(cfg: EncodeConfig) -> dict:

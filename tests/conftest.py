@@ -374,16 +374,19 @@ class LocalWorker:
 
     def __init__(self, model: str = "tiny-llama"):
         from prototok.settings import get_settings
-        from service.queues import announce
         from worker.retry import connect
-        from worker.runner import Pulse
+        from worker.runner import Pulse, announce_serving
 
         self.model, self.pid = model, os.getpid()
         self.conn = connect(get_settings().redis_url)
         self.name = f"tests.{os.getpid()}.{time.monotonic_ns()}"
-        ttl = get_settings().heartbeat_ttl_s
-        announce(self.conn, model, self.name, ttl)  # served from now on, before the pulse's first beat
-        self._announce = Pulse(lambda: announce(self.conn, model, self.name, ttl), ttl / 3, "announce").__enter__()
+        ttl, lm = get_settings().heartbeat_ttl_s, load_model(model)
+
+        def beat() -> None:  # what `python -m worker` announces: its model, and its start's m (model_m)
+            announce_serving(self.conn, lm, model, self.name, ttl)
+
+        beat()  # served from now on, before the pulse's first beat
+        self._announce = Pulse(beat, ttl / 3, "announce").__enter__()
         self._thread: threading.Thread | None = None
         self._worker = self._burst_worker = None
         self._failure = io.StringIO()

@@ -1,5 +1,6 @@
-"""What only the decode process (app/decode_process.py) has: it can die, and it talks over a
-pipe. A killed process fails the batch it held with 503 and the next decode starts a new one;
+"""What only the decode process (app/decode_process.py) has: it can die or hang, and it talks over
+a pipe. A killed process fails the batch it held with 503 and the next decode starts a new one;
+a hung one (stopped) is killed after PROTOTOK_DECODE_PASS_TIMEOUT with the same 503;
 the API's shutdown ends it; only plain data crosses the pipe, and errors come back as the same
 class. The lane's batching and exactness, in both its process and thread forms: test_batcher.py."""
 
@@ -58,6 +59,49 @@ def test_a_killed_decode_process_fails_its_batch_with_503_and_the_next_decode_ge
     assert decodes.submit_encoding(encodings[1]).result(120).text == TEXTS[1]
     second = decodes.runner.proc.pid
     assert second != first and gone(first)
+
+
+@pytest.fixture
+def impatient() -> Iterator[DecodeLane]:
+    """A lane whose decode process has 5 s to answer a batch (tiny-llama's passes take milliseconds)."""
+    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0,
+                                             decode_pass_timeout=5)).start()
+    yield lane
+    lane.close()
+
+
+def hang(lane: DecodeLane, encoding) -> int:
+    """Let the lane's decode process answer once, then stop it (SIGSTOP: alive, never answering); its pid."""
+    assert lane.submit_encoding(encoding).result(120).text == TEXTS[0]
+    pid = lane.runner.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def test_a_hung_decode_process_is_killed_after_the_pass_timeout_and_replaced(impatient, encodings):
+    hung = hang(impatient, encodings[0])
+    held = impatient.submit_encoding(encodings[1])
+    with pytest.raises(DecodeUnavailable, match=r"did not answer within 5 s \(PROTOTOK_DECODE_PASS_TIMEOUT\)") as err:
+        held.result(120)
+    assert err.value.status == 503 and err.value.code == "decode_unavailable"
+    assert "killed" in str(err.value) and err.value.headers["Retry-After"] == "1"
+    assert gone(hung)
+    assert impatient.submit_encoding(encodings[1]).result(120).text == TEXTS[1]
+    assert impatient.runner.proc.pid != hung
+
+
+def test_a_batch_too_big_for_the_pipe_of_a_hung_decode_process_times_out_too(impatient, encodings):
+    """The send itself blocks once the pipe is full and the child does not read (about 200 kB on
+    Linux; this batch is 2 MB of raw vectors): the watchdog's kill ends that wait as well."""
+    from prototok.recipe import Arrangement
+
+    hung = hang(impatient, encodings[0])
+    e = torch.randn(8192, 32, generator=torch.Generator().manual_seed(2))
+    held = impatient.submit_vectors(e, e, [1] * 8192, Arrangement.E_MN1, True)
+    with pytest.raises(DecodeUnavailable, match="did not answer within 5 s"):
+        held.result(120)
+    assert gone(hung)
+    assert impatient.submit_encoding(encodings[2]).result(120).text == TEXTS[2]
 
 
 def test_a_decode_process_killed_while_idle_is_replaced_without_an_error(decodes, encodings):

@@ -51,6 +51,32 @@ def test_a_start_of_other_weights_is_ignored(start_cache):
     assert find_start(lm) is None
 
 
+def test_a_start_another_process_trains_counts_from_the_next_lookup(start_cache):
+    """A worker keeps running while `prototok start train` writes (or rewrites) its model's start:
+    its next lookup sees the new file, no restart, and never half a file."""
+    import subprocess
+
+    lm = load_model("tiny-llama")
+    assert find_start(lm) is None  # looked once, nothing there
+
+    def train(steps: int) -> None:
+        made = subprocess.run(["prototok", "start", "train", "--model", "tiny-llama", "--texts", "2", "--steps",
+                               str(steps)], capture_output=True, text=True, timeout=600, check=False)
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.strip() == str(candidates(lm)[0])
+
+    train(2)
+    first = find_start(lm)
+    assert first is not None and first.meta["steps"] == 2
+    assert find_start(lm) is first  # unchanged file: the version read before, not read again
+    train(3)  # retrained: the same path, replaced
+    second = find_start(lm)
+    assert second is not None and second.meta["steps"] == 3 and not torch.equal(second.m, first.m)
+    assert [p.name for p in (start_cache / "starts").iterdir()] == [candidates(lm)[0].name]  # no partial file left
+    candidates(lm)[0].unlink()
+    assert find_start(lm) is None
+
+
 def test_an_unreadable_start_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "start.safetensors"
     bad.write_bytes(b"not a safetensors file")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -113,8 +114,62 @@ def test_submit_watch_the_progress_rebuild_and_download(browser, api, tiny_worke
 
     encode = next(r for r in requests if r.url.endswith("/v1/encode"))
     assert encode.all_headers()["authorization"] == f"Bearer {key}"
+    assert encode.post_data_json["options"] == {"max_steps": STEPS, "seeds": 2, "storage": "int8"}  # no model_m: off
     assert all(r.url.startswith((api.url, "blob:", "data:")) for r in requests), [r.url for r in requests]
     assert problems == []
     page.reload()
     assert page.input_value("#key") == key  # kept in this browser's localStorage
     page.close()
+
+
+def test_the_shared_m_box_sends_model_m_and_the_result_holds_e_alone(browser, api, tiny_worker, service_redis,
+                                                                    api_key, api_headers, tmp_path):
+    """The box is off by default; ticked, the request says "model_m": true. Without a start for the
+    model on the worker's host the page shows the API's 409; with one, the job stores e alone, which
+    the page says, and the text rebuilds."""
+    from prototok import load_model
+    from prototok.recipe import TUNED
+    from prototok.start_training import train_start
+    from prototok.starts import candidates, m_digest, write_start
+    from service.queues import worker_starts
+
+    text = "e alone, m shared"
+    with api.configured(PROTOTOK_CACHE_DIR=str(tmp_path)):
+        wait_for(lambda: worker_starts(service_redis, "tiny-llama") == [""], 30, "the worker to announce no start")
+        page = browser.new_page()
+        requests = []
+        page.on("request", lambda request: requests.append(request))
+        page.goto(f"{api.url}/")
+        page.wait_for_function("document.querySelector('#ready').textContent.includes('tiny-llama')")
+        assert not page.is_checked("#model-m")
+        page.fill("#key", api_key or "sent-even-where-the-server-needs-none")
+        page.fill("#text", text)
+        page.fill("#max-steps", "300")
+        page.check("#model-m")
+        page.click("#submit")
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.text_content("#error").startswith("[model_m_missing] model_m: no worker serving model 'tiny-llama'")
+
+        lm = load_model("tiny-llama")
+        e, m, how = train_start(lm, [[5, 9, 13, 2, 7], [3, 3, 8, 1, 4]], 2,
+                                TUNED.with_(max_steps=2, warmup_steps=1, margin=0.0))
+        write_start(candidates(lm)[0], lm, e, m, **how)
+        wait_for(lambda: worker_starts(service_redis, "tiny-llama") == [m_digest(m)], 30,
+                 "the worker to announce its start")
+        page.click("#submit")
+        page.wait_for_function("['finished', 'failed'].includes(document.querySelector('#status').textContent)",
+                               timeout=240_000)
+        assert page.text_content("#status") == "finished", page.text_content("#error")
+        refused, accepted = [r for r in requests if r.url.endswith("/v1/encode")]
+        assert refused.post_data_json["options"]["model_m"] is accepted.post_data_json["options"]["model_m"] is True
+
+        page.wait_for_selector("#result:not([hidden])")
+        emb_id = page.locator("#facts td").nth(1).text_content()
+        emb = api.http.get(f"/v1/embeddings/{emb_id}", headers=api_headers).json()
+        assert emb["m_ref"]["sha256"] == m_digest(m) and set(emb["vectors"]) == {"e"}
+        facts = page.text_content("#facts")
+        assert f"{len(emb['lengths'])} (e per chunk" in facts and "the model's shared m" in facts
+        page.click("#rebuild")
+        page.wait_for_selector("#rebuilt:not([hidden])")
+        assert page.text_content("#rebuilt") == text
+        page.close()

@@ -14,10 +14,10 @@ import sys
 from prototok import PrototokError, load_model
 from prototok.models import canonical_name
 from prototok.settings import get_settings
-from service.queues import announce, withdraw
+from service.queues import withdraw
 
 from .retry import best_effort, connect
-from .runner import Pulse, model_worker
+from .runner import Pulse, announce_serving, model_worker
 
 log = logging.getLogger("prototok.worker")
 
@@ -37,7 +37,7 @@ def main() -> int:
     log.info("worker %s serves %s on %s from queue %s", name, model, lm.device, worker.queues[0].name)
     ttl = settings.heartbeat_ttl_s
     try:
-        with Pulse(lambda: announce(conn, model, name, ttl), ttl / 3, "announce"):
+        with Pulse(lambda: announce_serving(conn, lm, model, name, ttl), ttl / 3, "announce"):
             worker.work(with_scheduler=False, logging_level=logging.getLevelName(log.getEffectiveLevel()))
     finally:
         best_effort("withdrawing the worker", lambda: withdraw(conn, model, name))

@@ -33,9 +33,11 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.worker import SimpleWorker, WorkerStatus
 
+from prototok import LanguageModel, PrototokError
 from prototok.settings import Settings
+from prototok.starts import find_start, m_digest
 from service import safejob
-from service.queues import queue_name
+from service.queues import announce, queue_name
 
 from .retry import REDIS_DOWN, best_effort, retrying
 
@@ -124,6 +126,23 @@ class ModelWorker(SimpleWorker):
             super().heartbeat(timeout)
         except REDIS_DOWN as exc:
             log.warning("worker heartbeat skipped: Redis unavailable (%s)", exc)
+
+
+def announce_serving(conn: Redis, lm: LanguageModel, model: str, name: str, ttl_s: float) -> None:
+    """One beat of the registry (service/queues.py): this worker serves `model` for ttl_s more
+    seconds, and this is the m its model_m jobs would freeze, so that the API can refuse a model_m
+    job that no worker could run before it is queued."""
+    announce(conn, model, name, ttl_s, start=start_digest(lm))
+
+
+def start_digest(lm: LanguageModel) -> str | None:
+    """sha256 of the shared m of `lm`'s start, "" with no start, None when its start file cannot
+    be read (the job then says why)."""
+    try:
+        start = find_start(lm)
+    except PrototokError:
+        return None
+    return "" if start is None else m_digest(start.m)
 
 
 def model_worker(conn: Redis, settings: Settings, model: str, name: str,

@@ -2,6 +2,11 @@
 
 The job records the key that made it (`meta["owner"]`); its worker writes that owner onto each
 embedding, so ownership outlives the job record.
+
+A `model_m` job needs a start for its model on the worker that runs it. Whether there is one
+depends on the worker's host (its cache dir) and the weights it loaded, neither of which the
+API has; so each worker says so in its announcement (service/queues.py), and a model_m job
+that no live worker could run is refused here (409 model_m_missing) instead of failing later.
 """
 
 from __future__ import annotations
@@ -9,13 +14,14 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Response
+from redis import Redis
 from rq import Retry
 
-from prototok.errors import TextTooLong, UnknownModel
+from prototok.errors import ModelMMissing, TextTooLong, UnknownModel
 from prototok.models import canonical_name, is_builtin, known_models
 from prototok.settings import Settings
 from service.errors import ModelNotServed, TooManyTexts
-from service.queues import ENCODE_JOB, config_to_dict, served_models
+from service.queues import ENCODE_JOB, config_to_dict, served_models, worker_starts
 from service.quotas import check_budget, release_job, reserve_job
 
 from ..auth import CallerDep
@@ -48,6 +54,17 @@ def check_served(model: str, served: set[str]) -> None:
     raise UnknownModel(f"unknown model '{model}'; built in: {', '.join(known_models())}")
 
 
+def check_model_m(conn: Redis, model: str, settings: Settings) -> None:
+    """Refuse a model_m job when every live worker of the model has said it has no start. A worker
+    that said nothing (an older one) may have one: then the job goes, and fails there if not."""
+    said = worker_starts(conn, model)
+    if said and all(start == "" for start in said):
+        raise ModelMMissing(
+            f"model_m: no worker serving model '{model}' has a start (shared m) for it; make one on the workers' "
+            f"host with `prototok start train --model {model}` (a worker says so within "
+            f"{settings.heartbeat_ttl_s / 3:g} s), or encode without model_m")
+
+
 @router.post("/encode", status_code=202, response_model=JobAccepted, responses={**ACCEPTED, **ERRORS},
              summary="Queue texts for compression into proto-tokens")
 def encode(body: EncodeRequest, response: Response, settings: SettingsDep, conn: RedisDep,
@@ -58,6 +75,8 @@ def encode(body: EncodeRequest, response: Response, settings: SettingsDep, conn:
     model = canonical_name(body.model or settings.model)
     check_served(model, served_models(conn))
     cfg = body.options.to_config(settings)  # a bad option raises InvalidInput naming its field (recipe.py)
+    if cfg.model_m:
+        check_model_m(conn, model, settings)
     check_budget(texts, cfg.recipe.max_steps, cfg.recipe.seeds, settings)
     job_id = uuid.uuid4().hex
     limit = settings.max_jobs_per_key if settings.auth else 0  # per key: no keys, no per-key limit

@@ -46,6 +46,7 @@ function options() {
   for (const id of ["recipe", "arrangement"]) if ($(id).value) out[id] = $(id).value;
   if ($("storage").value === "compact") out.compact = true;
   else if ($("storage").value) out.storage = $("storage").value;
+  if ($("model-m").checked) out.model_m = true; // left out when off: the server's default (false)
   return out;
 }
 
@@ -206,14 +207,16 @@ async function gzipSize(bytes) {
 async function finished(job, text) {
   const id = job.embedding_ids[0];
   const emb = await (await api(`/v1/embeddings/${id}`)).json();
-  const chunks = emb.lengths.length, vectors = 2 * chunks;
+  const shared = emb.m_ref != null; // model_m: the file holds e alone; m is the model's, stored once on the server
+  const chunks = emb.lengths.length, vectors = (shared ? 1 : 2) * chunks;
   const numbers = Object.values(emb.vectors).flat(2).length;
   const dtype = emb.dtype || "float32";
   const vectorBytes = numbers * (BYTES_PER[dtype] || 4);
   const raw = new TextEncoder().encode(text);
   $("facts").replaceChildren(...rows([
     ["embedding", id], ["model", emb.model], ["tokens", emb.length],
-    ["vectors", `${vectors} (e and m per chunk × ${chunks} chunk${chunks > 1 ? "s" : ""}), ${emb.hidden_size} numbers each`],
+    ["vectors", `${vectors} (${shared ? "e" : "e and m"} per chunk × ${chunks} chunk${chunks > 1 ? "s" : ""}), ${emb.hidden_size} numbers each`],
+    ...(shared ? [["m", `the model's shared m (sha256 ${emb.m_ref.sha256.slice(0, 12)}…), stored once per model`]] : []),
     ["tokens per vector", (emb.length / vectors).toFixed(1)],
     ["accuracy of the vectors alone", `${emb.accuracy.toFixed(3)} (${emb.c_tokens}/${emb.length} tokens)`],
     ["stored corrections", emb.corrections], ["steps", emb.steps], ["optimisation", `${emb.seconds.toFixed(1)} s`],
