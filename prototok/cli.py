@@ -316,8 +316,8 @@ def start_train(
 ) -> None:
     """Learn a start for a model: one m shared by the texts, e their mean. Prints the file's path.
 
-    The default path replaces the cache dir's start: --model-m files made with the old one name its m
-    and refuse to decode until that file is back (keep a copy)."""
+    The default path replaces the cache dir's start; the old one is kept beside it as
+    start-M.<m sha256[:16]>.safetensors, so --model-m files made with it still decode."""
     from .errors import InvalidInput
     from .experiments.datasets import passages
     from .models import load_model, quiet_libraries
@@ -338,17 +338,22 @@ def start_train(
 @start_app.command("show")
 @friendly_errors
 def start_show(model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias.")) -> None:
-    """The start encodes of this model begin from (file and how it was made), or that there is none."""
+    """The start encodes of this model begin from (file, m digest, how it was made), or that there is
+    none; and the older starts kept when it was retrained, which only decode --model-m files."""
     from .models import load_model, quiet_libraries
-    from .starts import candidates, find_start
+    from .starts import candidates, find_start, kept_starts, m_digest
 
     quiet_libraries()
     lm = load_model(model)
-    start = find_start(lm)
+    start, kept = find_start(lm), kept_starts(lm)
+    listed = [{"file": str(k.path), "m_sha256": m_digest(k.m), "made": k.meta.get("made")} for k in kept]
     if start is None:
         typer.echo(f"no start for {lm.name}: encodes begin at random (looked in {', '.join(map(str, candidates(lm)))})")
+        if listed:
+            typer.echo(json.dumps({"kept": listed}, indent=1))
         return
-    typer.echo(json.dumps({"file": str(start.path), **start.meta}, indent=1))
+    typer.echo(json.dumps({"file": str(start.path), "m_sha256": m_digest(start.m), **start.meta, "kept": listed},
+                          indent=1))
 
 
 def _register_experiments() -> None:

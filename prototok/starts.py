@@ -9,8 +9,11 @@ the encoding still stores its own e and m, and decodes without the start.
 A start's m is also the model's *shared m* (`EncodeConfig.model_m`): frozen, every text trains
 only its own e, and the file stores e plus `m_ref` (the sha256 of m's float32 bytes and the start's
 file name). Decoding finds m again among the model's start files by that digest (`find_m`), so an
-encoding made with one start never decodes with another: a start that was retrained or removed
-is a clear `ModelMMissing`, not a wrong text.
+encoding made with one start never decodes with another. Retraining must not orphan those files,
+so `write_start` never drops an m: the file it replaces is first kept beside it, under a name
+that carries its m's digest (`start-M.<sha256[:16]>.safetensors`, see `kept_paths`). Encodes
+only ever begin from the current start; decodes also look in the kept ones. A start whose m no
+file holds any more (removed by hand) is a clear `ModelMMissing`, not a wrong text.
 
 A start is a small .safetensors file (e, m and JSON metadata naming the model). The embedded
 model's ships with the package (`prototok/data/`); `prototok start train` makes one for any
@@ -23,16 +26,26 @@ when that version of it (inode, mtime, size) was not read before. So a worker th
 while `prototok start train` writes its model's start uses it from the next job, and says so in its
 next announcement (worker/runner.py), without a restart. `write_start` replaces the file in one
 rename, so a reader never sees half a file.
+
+Kept files can pile up (one per retrain), so a digest lookup stays cheap with many of them: it
+tries the current files, then the kept names the digest itself gives (a stat each), and lists
+the directory only when none of those holds the m. A name is only a hint: a file counts when its
+m's sha256 is the one asked for and it was made for these weights; one that does not load is
+skipped. What a file holds is computed once per version of it, so a repeated miss only stats.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -114,30 +127,93 @@ def shared_start(lm: LanguageModel) -> Start:
 
 
 def find_m(lm: LanguageModel, ref: dict) -> torch.Tensor:
-    """The (d,) m whose digest a model_m file records, from this model's start files; else
-    ModelMMissing naming the m and how to get it. Digest only: the m is the same m whichever
-    file (cache dir or package) holds it, and in whatever dtype the model is loaded."""
-    for path in candidates(lm):
+    """The (d,) m whose digest a model_m file records, from this model's start files (current or
+    kept); else ModelMMissing naming the m and how to get it. Digest only: the m is the same m
+    whichever file (cache dir or package, current or kept) holds it, and in whatever dtype the
+    model is loaded."""
+    found = locate_m(lm, ref)
+    if found is None:
+        raise ModelMMissing(
+            f"this encoding was made with model '{lm.name}''s shared m (model_m: m sha256 {ref.get('sha256')}, start "
+            f"file '{ref.get('start')}'), and no start here holds that m (looked in {_where(lm)}, and the older starts "
+            f"kept beside them); put that start file at {candidates(lm)[0]} or beside it as "
+            f"{candidates(lm)[0].stem}.<anything>.safetensors (the one `prototok start train` made where it was "
+            "encoded, or the one shipped with the prototok that encoded it), or decode where it is")
+    return found[1]
+
+
+def locate_m(lm: LanguageModel, ref: dict) -> tuple[Path, torch.Tensor] | None:
+    """(file, m) of the first start file of this model's weights whose m has the digest `ref`
+    records, or None. Files are tried cheapest first (`_m_files`); each is read at most once per
+    version to learn its digest, and the m handed out is checked against the digest again."""
+    digest = ref.get("sha256")
+    for path in _m_files(lm, str(digest)):
         version = _version(path)
-        if version is not None:
-            found = _digest_of(str(path), *version)
-            if found is not None and found[0] == ref.get("sha256"):
-                return found[1]
-    raise ModelMMissing(
-        f"this encoding was made with model '{lm.name}''s shared m (model_m: m sha256 {ref.get('sha256')}, start file "
-        f"'{ref.get('start')}'), and no start here holds that m (looked in {_where(lm)}); put that start file at "
-        f"{candidates(lm)[0]} (the one `prototok start train` made where it was encoded, or the one shipped with the "
-        "prototok that encoded it), or decode where it is. A start trained since holds another m")
+        if version is None or _held(str(path), *version) != (digest, lm.weights_fingerprint):
+            continue
+        try:
+            m = _read(str(path), *version).m
+        except CorruptEncoding:  # replaced by an unreadable file since it was hashed
+            continue
+        if m_digest(m) == digest:  # the very bytes handed out, not what a file held before
+            return path, m
+    return None
 
 
-@lru_cache(maxsize=64)
-def _digest_of(path: str, inode: int, mtime_ns: int, size: int) -> tuple[str, torch.Tensor] | None:
-    """(digest, m) of a start file, computed once per version of the file; None if unreadable."""
+def _m_files(lm: LanguageModel, digest: str) -> Iterator[Path]:
+    """The files that may hold the m of `digest`, cheapest first: the current starts, the kept
+    names the digest gives (no listing), then every other kept file (a listing per directory,
+    only when those missed: a kept file renamed by hand still counts)."""
+    current = candidates(lm)
+    yield from current
+    for path in current:
+        yield from kept_paths(path, digest)
+    hinted = {k for path in current for k in kept_paths(path, digest)}
+    for path in current:
+        yield from (k for k in kept_files(path) if k not in hinted)
+
+
+def kept_paths(path: Path, digest: str) -> list[Path]:
+    """Where the start at `path` is kept once replaced, if its m has `digest`: the short name, and
+    the full digest for the (unlikely) case that the short one holds another m."""
+    return [path.with_name(f"{path.stem}.{digest[:16]}.safetensors"),
+            path.with_name(f"{path.stem}.{digest}.safetensors")]
+
+
+def kept_files(path: Path) -> list[Path]:
+    """Every file beside `path` named `<its stem>.<anything>.safetensors`, sorted by name."""
+    prefix = path.stem + "."
     try:
-        m = _read(path, inode, mtime_ns, size).m
+        names = [entry.name for entry in os.scandir(path.parent)]
+    except OSError:
+        return []
+    return [path.with_name(n) for n in sorted(names)
+            if n.startswith(prefix) and n.endswith(".safetensors") and n != path.name]
+
+
+def kept_starts(lm: LanguageModel) -> list[Start]:
+    """The kept (replaced) starts of this model's weights, newest first: what `prototok start
+    show` lists. Reads every kept file; unreadable ones are left out."""
+    kept = []
+    for path in (k for current in candidates(lm) for k in kept_files(current)):
+        try:
+            start = read_start(path)
+        except CorruptEncoding:
+            continue
+        if start.meta.get("weights_fingerprint") == lm.weights_fingerprint:
+            kept.append(start)
+    return sorted(kept, key=lambda s: str(s.meta.get("made", "")), reverse=True)
+
+
+@lru_cache(maxsize=4096)
+def _held(path: str, inode: int, mtime_ns: int, size: int) -> tuple[str, str | None] | None:
+    """(m digest, weights fingerprint) of a start file, computed once per version of it; None if
+    unreadable. Two short strings an entry, so a directory of many kept files is hashed once."""
+    try:
+        start = read_start(Path(path))  # not _read: scanning many files would evict the current starts
     except CorruptEncoding:
         return None
-    return m_digest(m), m
+    return m_digest(start.m), start.meta.get("weights_fingerprint")
 
 
 def _where(lm: LanguageModel) -> str:
@@ -158,17 +234,61 @@ def read_start(path: Path) -> Start:
 
 def write_start(path: Path, lm: LanguageModel, e: torch.Tensor, m: torch.Tensor, **meta: object) -> Path:
     """Save a start for `lm`; the metadata says how it was made (texts, steps, seconds, recipe).
-    Written beside `path` and renamed over it, so a process looking meanwhile sees the old or the new file."""
+    Written beside `path` and renamed over it, so a process looking meanwhile sees the old or the new
+    file. A start already at `path` is kept first (`keep_replaced`): model_m files name its m."""
     meta = {"model": lm.name, "weights_fingerprint": lm.weights_fingerprint, "hidden_size": lm.hidden_size,
             "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta}
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"e": e.detach().float().cpu().contiguous(), "m": m.detach().float().cpu().contiguous()}
+    with _locked(path.parent):  # two trainers at once: each keeps what the other wrote
+        keep_replaced(path, m_digest(tensors["m"]))
+        header = {k: json.dumps(v) for k, v in meta.items()}
+        _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    _read.cache_clear()  # in this process, seen even if a coarse clock gave the new file an old version's stamp
+    _held.cache_clear()
+    return path
+
+
+def keep_replaced(path: Path, new_digest: str) -> Path | None:
+    """Copy the start at `path` to its kept name before a start with m `new_digest` replaces it, so
+    the model_m files made with it still decode; the kept path, or None when nothing needs keeping
+    (no file, an unreadable one that no encode could have used, or the same m again)."""
+    digest = _digest_or_none(path) if _version(path) else None
+    if digest is None or digest == new_digest:
+        return None
+    names = kept_paths(path, digest)
+    for kept in names:
+        if _version(kept) is None:
+            return _write_atomically(kept, lambda tmp: shutil.copyfile(path, tmp))
+        if _digest_or_none(kept) == digest:
+            return kept  # an identical m is kept already
+    return _write_atomically(names[-1], lambda tmp: shutil.copyfile(path, tmp))  # both names hold another m
+
+
+def _digest_or_none(path: Path) -> str | None:
+    try:
+        return m_digest(read_start(path).m)
+    except CorruptEncoding:
+        return None
+
+
+def _write_atomically(path: Path, write: Callable[[str], object]) -> Path:
+    """`write` a temporary file beside `path`, then rename it over `path` (one step for readers)."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        save_file(tensors, str(partial), metadata={k: json.dumps(v) for k, v in meta.items()})
+        write(str(partial))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    _read.cache_clear()  # in this process, seen even if a coarse clock gave the new file an old version's stamp
-    _digest_of.cache_clear()
     return path
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive flock on the starts directory, between processes writing starts in it."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -2,18 +2,20 @@
 model; each file holds e alone and names its m by digest, and decodes only with that m."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save as st_save
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from prototok import EncodeConfig, Encoding, decode, encode_texts
+from prototok import EncodeConfig, Encoding, decode, encode_texts, starts
 from prototok.cli import app
 from prototok.errors import CorruptEncoding, DecodeMismatch, InvalidInput, ModelMMissing
 from prototok.recipe import TUNED, ShareMode, encode_config
 from prototok.start_training import train_start
-from prototok.starts import candidates, find_start, m_digest, write_start
+from prototok.starts import candidates, find_start, locate_m, m_digest, read_start, write_start
 
 TEXT = "one m per model"
 SEQS = [[5, 9, 13, 2, 7], [3, 3, 8, 1, 4], [11, 6, 2, 9, 10]]
@@ -77,16 +79,100 @@ def test_without_a_start_model_m_is_refused_before_any_work(tiny, start_cache):
     assert seen == [] and ModelMMissing.status == 409
 
 
-def test_a_file_whose_m_no_start_holds_is_refused_not_decoded(tiny, start_cache):
-    make_start(tiny, steps=2)
+def kept(lm, m) -> Path:
+    """Where a replaced start holding `m` is kept: beside the current one, named by m's digest."""
+    return candidates(lm)[0].with_name(f"start-tiny-llama.{m_digest(m)[:16]}.safetensors")
+
+
+def test_a_retrain_keeps_the_old_start_so_its_files_still_decode(tiny, start_cache):
+    """Retraining used to orphan every model_m file made with the old start (data loss): now the
+    old start is kept under its m's digest, decodes find it, and encodes use only the new one."""
+    old = make_start(tiny, steps=2)
     [enc] = encode_texts(tiny, [TEXT], cfg())
     blob = enc.to_bytes()
-    make_start(tiny, steps=3)  # retrained: the cache dir's start now holds another m
-    with pytest.raises(ModelMMissing, match=enc.m_ref["sha256"]):
-        decode(tiny, [Encoding.from_bytes(blob)])
-    candidates(tiny)[0].unlink()  # no start at all: the same clear refusal
+    new = make_start(tiny, steps=3)  # `prototok start train` again: the cache dir's start is replaced
+    assert not torch.equal(new.m, old.m) and torch.equal(find_start(tiny).m, new.m)
+    assert sorted(p.name for p in (start_cache / "starts").iterdir()) == [kept(tiny, old.m).name,
+                                                                          candidates(tiny)[0].name]
+    assert read_start(kept(tiny, old.m)).meta == old.meta  # the old file itself, as it was
+    [out] = decode(tiny, [Encoding.from_bytes(blob)])
+    assert out.text == TEXT and out.ids == tiny.tokenize(TEXT)
+    path, m = locate_m(tiny, enc.m_ref)
+    assert path == kept(tiny, old.m) and torch.equal(m, old.m)
+    [after] = encode_texts(tiny, [TEXT], cfg())  # encodes begin from the current start only
+    assert after.m_ref == {"sha256": m_digest(new.m), "start": candidates(tiny)[0].name}
+    assert decode(tiny, [Encoding.from_bytes(after.to_bytes())])[0].text == TEXT
+    for f in (start_cache / "starts").iterdir():  # every file that held the m removed: a clear refusal
+        f.unlink()
     with pytest.raises(ModelMMissing, match="no start here holds that m"):
         decode(tiny, [Encoding.from_bytes(blob)])
+
+
+def test_an_m_is_kept_once_however_often_starts_alternate(tiny, start_cache):
+    a, b = make_start(tiny, steps=2), make_start(tiny, steps=3)
+    kept_a = kept(tiny, a.m).read_bytes()
+    for start in (a, b, a):  # back and forth: each replaced m already has its kept file
+        write_start(candidates(tiny)[0], tiny, start.e, start.m, **{k: v for k, v in start.meta.items()
+                                                                     if k not in ("model", "weights_fingerprint")})
+    assert sorted(p.name for p in (start_cache / "starts").iterdir()) == sorted(
+        [kept(tiny, a.m).name, kept(tiny, b.m).name, candidates(tiny)[0].name])
+    assert kept(tiny, a.m).read_bytes() == kept_a  # not rewritten
+    write_start(candidates(tiny)[0], tiny, torch.zeros_like(a.e), a.m)  # a new e with the same m: nothing to keep
+    assert len(list((start_cache / "starts").iterdir())) == 3
+
+
+def resave(path: Path, m: torch.Tensor | None = None, **meta) -> None:
+    """Rewrite a start file with another m and/or metadata (what a tampered or stray copy holds)."""
+    start = read_start(path)
+    save_file({"e": start.e, "m": start.m if m is None else m},
+              str(path), metadata={k: json.dumps(v) for k, v in {**start.meta, **meta}.items()})
+
+
+def test_a_kept_file_counts_only_while_it_holds_that_m_for_these_weights(tiny, start_cache):
+    """The name is a hint: a file is used when the sha256 of the m it holds is the one recorded and
+    it was made for these weights. A tampered, foreign or unreadable file is skipped, not fatal."""
+    old = make_start(tiny, steps=2)
+    [enc] = encode_texts(tiny, [TEXT], cfg())
+    make_start(tiny, steps=3)
+    resave(kept(tiny, old.m), m=old.m + 1e-3)  # tampered: the name still says the old digest
+    with pytest.raises(ModelMMissing, match=enc.m_ref["sha256"]):
+        decode(tiny, [Encoding.from_bytes(enc.to_bytes())])
+    resave(kept(tiny, old.m), m=old.m, weights_fingerprint="0" * 16)  # the right m, made for other weights
+    with pytest.raises(ModelMMissing):
+        decode(tiny, [Encoding.from_bytes(enc.to_bytes())])
+    resave(kept(tiny, old.m), weights_fingerprint=tiny.weights_fingerprint)
+    kept(tiny, old.m).rename(start_cache / "starts" / "start-tiny-llama.copied-by-hand.safetensors")
+    kept(tiny, old.m).write_bytes(b"not a start file")  # unreadable, under the hinted name: skipped
+    assert decode(tiny, [Encoding.from_bytes(enc.to_bytes())])[0].text == TEXT  # found under another name
+    assert locate_m(tiny, enc.m_ref)[0].name == "start-tiny-llama.copied-by-hand.safetensors"
+
+
+def test_digest_lookups_stay_cheap_with_many_kept_files(tiny, start_cache, monkeypatch):
+    """A hit under its digest's name reads that file alone; a miss reads every kept file once,
+    and a repeated miss reads none (it only stats)."""
+    make_start(tiny, steps=2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):  # 40 retrains: 40 kept files
+        write_start(candidates(tiny)[0], tiny, torch.randn(tiny.hidden_size, generator=gen),
+                    torch.randn(tiny.hidden_size, generator=gen))
+    files = list((start_cache / "starts").iterdir())
+    assert len(files) == 41
+    reads = []
+    real = starts.read_start
+    monkeypatch.setattr(starts, "read_start", lambda path: reads.append(path.name) or real(path))
+    target = read_start(sorted(files)[7])
+    assert torch.equal(starts.find_m(tiny, {"sha256": m_digest(target.m)}), target.m)
+    assert set(reads) == {candidates(tiny)[0].name, kept(tiny, target.m).name}  # the current start, then the hint
+    reads.clear()
+    with pytest.raises(ModelMMissing):
+        starts.find_m(tiny, {"sha256": "0" * 64})
+    read_before = {candidates(tiny)[0].name, kept(tiny, target.m).name}
+    assert sorted(reads) == sorted(f.name for f in files if f.name not in read_before)  # the others, once each
+    reads.clear()
+    with pytest.raises(ModelMMissing):
+        starts.find_m(tiny, {"sha256": "0" * 64})
+    assert starts.find_m(tiny, {"sha256": m_digest(target.m)}) is not None
+    assert reads == []
 
 
 def test_tampered_int8_e_fails_the_checksum(tiny, start_cache):

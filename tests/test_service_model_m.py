@@ -1,5 +1,6 @@
 """`"model_m": true` through the service (LocalApi + LocalWorker on tiny-llama): the worker freezes
-the model's start m, the stored file holds e alone, and the API decodes it only with that m. A
+the model's start m, the stored file holds e alone, and the API decodes it only with that m (still
+after a retrain: the replaced start is kept beside the new one, by its m's digest). A
 model_m job that no live worker could run (each says in its announcement whether it has a start)
 is refused at POST; one that reaches a worker without a start fails with the same code."""
 
@@ -20,9 +21,9 @@ TEXT = "shared m, served"
 SEQS = [[5, 9, 13, 2, 7], [3, 3, 8, 1, 4]]
 
 
-def make_start():
+def make_start(steps: int = 2):
     lm = load_model("tiny-llama")
-    e, m, how = train_start(lm, SEQS, 2, TUNED.with_(max_steps=2, warmup_steps=1, margin=0.0))
+    e, m, how = train_start(lm, SEQS, steps, TUNED.with_(max_steps=steps, warmup_steps=1, margin=0.0))
     return write_start(candidates(lm)[0], lm, e, m, **how), m
 
 
@@ -62,7 +63,17 @@ def test_model_m_round_trip_through_the_api(api, tiny_worker, with_start):
     assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
     r = api.http.post("/v1/decode", content=blob, headers={"content-type": "application/octet-stream"})
     assert r.status_code == 200 and r.json()["text"] == TEXT
-    path.unlink()  # the start is gone: a clear 409, never a decode with another m
+    _, new_m = make_start(steps=3)  # retrained on the host: the old start is kept beside it, by its m's digest
+    kept = path.with_name(f"{path.stem}.{m_digest(m)[:16]}.safetensors")
+    assert kept.exists() and m_digest(new_m) != m_digest(m)
+    assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT  # still exact, from the kept file
+    r = api.http.post("/v1/decode", content=blob, headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 200 and r.json()["text"] == TEXT
+    again = wait_job(api, encode(api, {"model_m": True}), 300, tiny_worker)  # new jobs freeze the new m
+    assert again["status"] == "finished", again
+    assert api.http.get(f"/v1/embeddings/{again['embedding_ids'][0]}").json()["m_ref"]["sha256"] == m_digest(new_m)
+    path.unlink()
+    kept.unlink()  # no file holds that m any more: a clear 409, never a decode with another m
     for r in (api.http.get(f"/v1/embeddings/{emb_id}/text"),
               api.http.post("/v1/decode", content=blob, headers={"content-type": "application/octet-stream"})):
         assert r.status_code == 409 and r.json()["code"] == "model_m_missing", r.text
@@ -139,7 +150,12 @@ def test_the_decode_process_finds_the_m_in_its_own_start_files(tiny, tmp_path, m
         lane.start()
         try:
             assert lane.submit_encoding(enc).result(120).text == TEXT
-            path.unlink()
+            e2, m2, how2 = train_start(tiny, SEQS, 3, TUNED.with_(max_steps=3, warmup_steps=1, margin=0.0))
+            write_start(path, tiny, e2, m2, **how2)  # retrained: the process finds m in the kept file
+            assert m_digest(m2) != m_digest(m) and len(list(path.parent.iterdir())) == 2
+            assert lane.submit_encoding(enc).result(120).text == TEXT
+            for f in path.parent.iterdir():
+                f.unlink()
             with pytest.raises(ModelMMissing, match=m_digest(m)):
                 lane.submit_encoding(enc).result(120)
         finally:

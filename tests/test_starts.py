@@ -1,6 +1,9 @@
 """Warm starts: learnt once per model, found only for that model's weights, used as the first
 restart's init, and never needed to decode."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,7 +12,7 @@ from prototok.errors import CorruptEncoding
 from prototok.one_step import one_step_problem
 from prototok.optimize import optimize
 from prototok.start_training import prose_chunks, train_start
-from prototok.starts import candidates, find_start, read_start, write_start
+from prototok.starts import candidates, find_m, find_start, m_digest, read_start, write_start
 
 SEQS = [[5, 9, 13, 2, 7], [3, 3, 8, 1, 4], [11, 6, 2, 9, 10]]
 
@@ -72,9 +75,11 @@ def test_a_start_another_process_trains_counts_from_the_next_lookup(start_cache)
     train(3)  # retrained: the same path, replaced
     second = find_start(lm)
     assert second is not None and second.meta["steps"] == 3 and not torch.equal(second.m, first.m)
-    assert [p.name for p in (start_cache / "starts").iterdir()] == [candidates(lm)[0].name]  # no partial file left
+    kept = f"start-tiny-llama.{m_digest(first.m)[:16]}.safetensors"  # the replaced start, kept for model_m files
+    assert sorted(p.name for p in (start_cache / "starts").iterdir()) == [kept, candidates(lm)[0].name]  # no partial
+    assert torch.equal(find_m(lm, {"sha256": m_digest(first.m)}), first.m)
     candidates(lm)[0].unlink()
-    assert find_start(lm) is None
+    assert find_start(lm) is None  # a kept start only decodes: encodes never begin from it
 
 
 def test_an_unreadable_start_file_is_a_clear_error(tmp_path):
@@ -103,3 +108,16 @@ def test_the_cli_trains_a_start_that_show_then_finds(start_cache):
     assert str(start_cache / "starts") in made.output
     shown = runner.invoke(app, ["start", "show", "--model", "tiny-llama"])
     assert shown.exit_code == 0 and '"texts": 2' in shown.output
+    first = json.loads(shown.output)
+    assert first["kept"] == [] and first["m_sha256"] == m_digest(read_start(candidates(load_model("tiny-llama"))[0]).m)
+    again = runner.invoke(app, ["start", "train", "--model", "tiny-llama", "--texts", "2", "--steps", "3"])
+    assert again.exit_code == 0, again.output
+    second = json.loads(runner.invoke(app, ["start", "show", "--model", "tiny-llama"]).output)
+    assert second["steps"] == 3 and second["m_sha256"] != first["m_sha256"]
+    [kept] = second["kept"]  # the replaced start: its m, when it was made, where it is kept
+    assert kept == {"file": str(start_cache / "starts" / f"start-tiny-llama.{first['m_sha256'][:16]}.safetensors"),
+                    "m_sha256": first["m_sha256"], "made": first["made"]}
+    Path(second["file"]).unlink()
+    only_kept = runner.invoke(app, ["start", "show", "--model", "tiny-llama"])
+    assert only_kept.exit_code == 0 and "no start for tiny-llama" in only_kept.output
+    assert json.loads(only_kept.output[only_kept.output.index("{"):]) == {"kept": [kept]}
