@@ -140,7 +140,8 @@ class JobProgress(BaseModel):
     """A job's progress as the worker last saved it (`prototok.Progress` is one optimisation step's report)."""
 
     step: int = Field(0, description="optimisation steps done (of the current batch of chunks)")
-    max_steps: int
+    max_steps: int = Field(description="the step budget: the recipe's max_steps, plus its ste_steps (the "
+                                       "straight-through polish) when the vectors are stored below float32")
     accuracy: float = Field(0.0, description="mean best token accuracy so far, vectors alone")
     loss: float | None = None
     done: int = Field(0, description="chunks already reconstructed exactly")
