@@ -100,7 +100,7 @@ def _read_text(text: str | None, file: Path | None) -> str:
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"{file} is not UTF-8 text") from exc
     if not text:
-        raise EmptyText("text is empty")
+        raise EmptyText(f"{file} is empty" if file is not None else "text is empty")
     return text
 
 
@@ -108,8 +108,17 @@ def _read_text(text: str | None, file: Path | None) -> str:
 @friendly_errors
 def encode(
     text: str | None = typer.Argument(None, help="The text to encode (or use --file)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the .safetensors encoding."),
-    file: Path | None = typer.Option(None, "--file", "-f", help="Read the text from this UTF-8 file."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the .safetensors encoding (one text)."),
+    file: list[Path] | None = typer.Option(None, "--file", "-f",
+                                           help="Read a text from this UTF-8 file; repeat for several texts, "
+                                                "encoded in batches (with --out-dir)."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="With several --file: write DIR/<file stem>.safetensors "
+                                                                 "for each."),
+    batch: int = typer.Option(16, "--batch", min=1, max=1024,
+                              help="Texts optimised together in one batch (one job with --server); 8-32 gave about "
+                                   "2x the texts per second of one at a time on 2 CPU cores (README)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="With --out-dir: leave texts whose output "
+                                                                       "file exists (resume a stopped run)."),
     model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias (default: embedded SmolLM2)."),
     recipe: str = typer.Option("tuned", help="Optimisation recipe preset: tuned or paper."),
     max_steps: int | None = typer.Option(None, min=1, help="Step budget (overrides the recipe)."),
@@ -136,20 +145,32 @@ def encode(
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
 ) -> None:
-    """Optimise proto-tokens for a text and save them (lossless: misses are stored as corrections)."""
-    body = _read_text(text, file)
+    """Optimise proto-tokens for a text and save them (lossless: misses are stored as corrections).
+
+    Several --file texts are optimised `--batch` at a time, the model loaded once; each batch's
+    files are written as soon as it ends, so --skip-existing resumes a stopped run."""
     # Checked where the config is built: here by recipe.encode_config, with --server by the service.
     options = {"recipe": recipe, "max_steps": max_steps, "seeds": seeds, "lr": lr, "margin": margin,
                "arrangement": arrangement,
                "method": method, "chunk_tokens": chunk_tokens, "sink": sink, "storage": storage, "rank": rank,
                "compact": compact or None, "model_m": model_m or None}
+    work = _work(text, file or [], out, out_dir, skip_existing)
+    if not work:
+        return
     if server:
-        summary = _encode_on_server(server, api_key, body, model, options, out)
+        encode_part = functools.partial(_encode_on_server, server, api_key, model=model, options=options)
     else:
-        summary = _encode_here(body, model, options, out)
+        encode_part = _local_encoder(model, options)
+    for start in range(0, len(work), batch):
+        for summary in encode_part(work[start:start + batch]):
+            _report(summary, as_json)
+
+
+def _report(summary: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(summary))
     else:
+        out = summary["out"]
         typer.echo(f"{out}: {summary['c_tokens']}/{summary['n_tokens']} tokens from the proto-tokens alone "
                    f"(accuracy {summary['accuracy']:.3f}), {summary['corrections']} corrections, "
                    f"{summary['steps']} steps, {summary['seconds']:.1f} s, H_LM {summary['h_lm']:.1f} nats")
@@ -163,18 +184,53 @@ def encode(
                        "not in this file")
 
 
-def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict:
+def _work(text: str | None, files: list[Path], out: Path | None, out_dir: Path | None,
+          skip_existing: bool) -> list[tuple[str, Path]]:
+    """(text, output path) for each text to encode, every file read and checked before any model loads."""
+    from .errors import InvalidInput
+
+    if out is not None and out_dir is not None:
+        raise InvalidInput("give --out (one text) or --out-dir (several files), not both")
+    if out_dir is None:
+        if len(files) > 1:
+            raise InvalidInput("several --file texts need --out-dir DIR (one output file each)")
+        if out is None:
+            raise InvalidInput("give --out PATH for the encoding")
+        return [(_read_text(text, files[0] if files else None), out)]
+    if text is not None or not files:
+        raise InvalidInput("--out-dir takes its texts from --file (one or more), not TEXT")
+    outs = [out_dir / f"{f.stem}.safetensors" for f in files]
+    if len(set(outs)) < len(outs):
+        raise InvalidInput("two --file inputs share a file name stem, so their outputs in --out-dir would clash")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = [(f, o) for f, o in zip(files, outs) if not (skip_existing and o.exists())]
+    if len(work) < len(files):
+        typer.echo(f"encode: {len(files) - len(work)} of {len(files)} outputs exist already; skipped", err=True)
+    return [(_read_text(None, f), o) for f, o in work]
+
+
+def _local_encoder(model: str | None, options: dict) -> Callable[[list[tuple[str, Path]]], list[dict]]:
+    """Checks the options, then loads the model once for all batches."""
     from .codec import encode_texts
     from .models import load_model, quiet_libraries
     from .recipe import encode_config
 
-    cfg = encode_config(**options)
+    cfg = encode_config(**options)  # a bad option fails before the model loads
     quiet_libraries()
     lm = load_model(model)
-    bar, report = _progress_bar(cfg.step_budget)
-    [enc] = encode_texts(lm, [body], cfg, progress=report)
-    bar.close()
-    enc.save(out)
+
+    def encode_part(work: list[tuple[str, Path]]) -> list[dict]:
+        bar, report = _progress_bar(cfg.step_budget)
+        encs = encode_texts(lm, [body for body, _ in work], cfg, progress=report)
+        bar.close()
+        for enc, (_, out) in zip(encs, work):
+            enc.save(out)
+        return [_local_summary(enc, out) for enc, (_, out) in zip(encs, work)]
+
+    return encode_part
+
+
+def _local_summary(enc, out: Path) -> dict:
     return {"out": str(out), "model": enc.model, "n_tokens": enc.n_tokens, "chunks": len(enc.lengths),
             "accuracy": enc.accuracy, "c_tokens": enc.c_tokens, "h_lm": enc.h_lm, "steps": enc.steps,
             "seconds": enc.seconds, "corrections": enc.n_corrections, "dtype": enc.compute_dtype,
@@ -182,17 +238,24 @@ def _encode_here(body: str, model: str | None, options: dict, out: Path) -> dict
             "m_ref": enc.m_ref}
 
 
-def _encode_on_server(url: str, api_key: str | None, body: str, model: str | None, options: dict,
-                      out: Path) -> dict:
-    """The same job through the service: the worker optimises, the file is the one it stored."""
+def _encode_on_server(url: str, api_key: str | None, work: list[tuple[str, Path]], *, model: str | None,
+                      options: dict) -> list[dict]:
+    """The same batch as one job of the service: the worker optimises, the files are the ones it stored."""
     from .client import Client
 
+    texts = [body for body, _ in work]
+    summaries = []
     with Client(url, api_key=api_key) as client:
-        job = client.encode(body, model=model, **options)
-        [emb_id] = job.wait(progress=True).embeddings()
-        client.download(emb_id, out)
-        emb = client.embedding(emb_id)
-    typer.echo(f"encode: job {job.id} on {url} stored embedding {emb_id}", err=True)
+        job = client.encode(texts[0] if len(texts) == 1 else texts, model=model, **options)
+        ids = job.wait(progress=True).embeddings()
+        for emb_id, (_, out) in zip(ids, work):
+            client.download(emb_id, out)
+            summaries.append(_server_summary(client.embedding(emb_id), out))
+    typer.echo(f"encode: job {job.id} on {url} stored embedding(s) {', '.join(ids)}", err=True)
+    return summaries
+
+
+def _server_summary(emb: dict, out: Path) -> dict:
     return {"out": str(out), "model": emb["model"], "n_tokens": emb["length"], "chunks": len(emb["lengths"]),
             "accuracy": emb["accuracy"], "c_tokens": emb["c_tokens"], "h_lm": emb["h_lm"], "steps": emb["steps"],
             "seconds": emb["seconds"], "corrections": emb["corrections"], "dtype": emb.get("compute_dtype"),

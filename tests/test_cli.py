@@ -75,6 +75,72 @@ def test_encode_from_file(tmp_path):
     assert run("decode", str(out)).stdout == "from a file\n"
 
 
+def texts_in(folder, texts):
+    folder.mkdir()
+    paths = []
+    for i, text in enumerate(texts):
+        paths.append(folder / f"t{i}.txt")
+        paths[-1].write_text(text, encoding="utf-8")
+    return paths
+
+
+def test_several_files_encode_in_batches_into_a_folder_and_each_decodes_to_its_own_text(tmp_path):
+    texts = ["first of four", "the second text", "third", "and a fourth, longer than the others"]
+    files = texts_in(tmp_path / "in", texts)
+    out = tmp_path / "out"
+    flags = ["--out-dir", str(out), "--batch", "3", "--model", "tiny-llama", "--max-steps", "3", "--json"]
+    res = run("encode", *[a for f in files for a in ("--file", str(f))], *flags)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [line["out"] for line in lines] == [str(out / f"t{i}.safetensors") for i in range(4)]
+    for i, text in enumerate(texts):
+        assert run("decode", str(out / f"t{i}.safetensors")).stdout == text
+    from prototok import Encoding
+
+    assert Encoding.load(out / "t0.safetensors").n_tokens != Encoding.load(out / "t3.safetensors").n_tokens
+
+
+def test_skip_existing_resumes_and_leaves_done_files_untouched(tmp_path):
+    files = texts_in(tmp_path / "in", ["one", "two", "three"])
+    out = tmp_path / "out"
+    first = run("encode", "--file", str(files[0]), "--out-dir", str(out), "--model", "tiny-llama", "--max-steps", "2")
+    assert first.exit_code == 0, first.output
+    done = (out / "t0.safetensors").read_bytes()
+    res = run("encode", *[a for f in files for a in ("--file", str(f))], "--out-dir", str(out), "--skip-existing",
+              "--model", "tiny-llama", "--max-steps", "2", "--json")
+    assert res.exit_code == 0, res.output
+    assert "1 of 3 outputs exist already" in res.stderr
+    assert [json.loads(line)["out"] for line in res.stdout.splitlines()] == [str(out / "t1.safetensors"),
+                                                                           str(out / "t2.safetensors")]
+    assert (out / "t0.safetensors").read_bytes() == done
+    assert run("decode", str(out / "t2.safetensors")).stdout == "three"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("two files, --out", "need --out-dir"),
+    ("text and --out-dir", "not TEXT"),
+    ("--out and --out-dir", "not both"),
+    ("same stem", "share a file name stem"),
+    ("an empty file", "b.txt is empty"),
+    ("no output", "give --out"),
+])
+def test_bad_batch_arguments_exit_2_before_any_model_loads(tmp_path, case, message):
+    (tmp_path / "a.txt").write_text("a", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("", encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("other a", encoding="utf-8")
+    a, b, sub_a, out = (str(tmp_path / n) for n in ("a.txt", "b.txt", "sub/a.txt", "out"))
+    args = {"two files, --out": ["--file", a, "--file", sub_a, "--out", f"{out}.safetensors"],
+            "text and --out-dir": ["hello", "--out-dir", out],
+            "--out and --out-dir": ["--file", a, "--out", f"{out}.safetensors", "--out-dir", out],
+            "same stem": ["--file", a, "--file", sub_a, "--out-dir", out],
+            "an empty file": ["--file", a, "--file", b, "--out-dir", out],
+            "no output": ["hello"]}[case]
+    res = run("encode", *args, "--model", str(tmp_path / "no-such-model"))  # a load would fail differently
+    assert res.exit_code == 2, res.output
+    assert message in res.stderr and res.stderr.count("\n") == 1, res.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -59,6 +59,22 @@ def test_encode_and_decode_on_a_server_match_local_compute(remote, tmp_path):
     assert served["text"] == TEXT and served["accuracy"] == local["accuracy"] == theirs.accuracy
 
 
+def test_several_files_go_to_the_server_as_one_batch_job_each(remote, tmp_path):
+    texts = ["one of three", "the second", "and the third"]
+    files = []
+    for i, text in enumerate(texts):
+        files += ["--file", str(tmp_path / f"t{i}.txt")]
+        (tmp_path / f"t{i}.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    res = run("encode", *files, "--out-dir", str(out), "--batch", "2", "--model", "tiny-llama", "--max-steps", "3",
+              "--json", *remote)
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("encode: job ") == 2, res.stderr  # 2 + 1 texts: two jobs
+    assert [json.loads(line)["n_tokens"] > 0 for line in res.stdout.splitlines()] == [True] * 3
+    for i, text in enumerate(texts):
+        assert run("decode", str(out / f"t{i}.safetensors")).stdout == text
+
+
 @pytest.mark.parametrize("args,code,says", [
     (("encode", "", "--out", "{tmp}/x.safetensors"), 2, "text is empty"),
     (("encode", "hi", "--out", "{tmp}/x.safetensors", "--model", "some-org/not-served"), 2, "[model_not_served]"),
