@@ -109,7 +109,7 @@ def _read_text(text: str | None, file: Path | None) -> str:
 def encode(
     text: str | None = typer.Argument(None, help="The text to encode (or use --file)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the .safetensors encoding (one text)."),
-    file: list[Path] | None = typer.Option(None, "--file", "-f",
+    file: list[Path] | None = typer.Option(None, "--file", "-f", metavar="PATH",
                                            help="Read a text from this UTF-8 file; repeat for several texts, "
                                                 "encoded in batches (with --out-dir)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="With several --file: write DIR/<file stem>.safetensors "
