@@ -140,6 +140,7 @@ def resolve_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype
 
 
 _threads_configured = False
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before any caller changed it
 
 
 def configure_threads(threads: int | None = None) -> int:
@@ -171,8 +172,8 @@ def quiet_libraries() -> None:
 def load_model(name: str | None = None, device: str | None = None, dtype: str | None = None) -> LanguageModel:
     """Load (once per process) a frozen LM by alias, HF name, directory or .gguf path."""
     name = name or get_settings().model
-    if not _threads_configured and get_settings().threads >= 0:
-        configure_threads()  # once per process: a caller that set its own count keeps it
+    if not _threads_configured and get_settings().threads >= 0 and torch.get_num_threads() == _TORCH_DEFAULT_THREADS:
+        configure_threads()  # once per process; a caller that called torch.set_num_threads keeps its count
     dev = resolve_device(device)
     dt = resolve_dtype(dev, dtype)
     key = (canonical_name(name), str(dev), str(dt))

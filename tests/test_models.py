@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -54,6 +56,22 @@ def test_threads_setting_is_applied_once(monkeypatch):
         assert configure_threads(0) >= 1  # 0 = every core this process may use
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell the counts apart")
+def test_load_model_keeps_a_callers_own_thread_count_and_otherwise_takes_every_core():
+    """A benchmark that pins one thread must get one thread: two such processes side by side with
+    every core each ran 7-26x slower per step (OpenMP barriers waiting for a descheduled sibling)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from prototok import load_model; {set} load_model('tiny-llama'); "
+            "print(torch.get_num_threads())")
+    env = {**os.environ, "PROTOTOK_THREADS": "0"}
+    env.pop("OMP_NUM_THREADS", None)
+    counts = [int(subprocess.run([sys.executable, "-c", code.format(set=s)], env=env, capture_output=True, text=True,
+                                 check=True).stdout) for s in ("torch.set_num_threads(1);", "")]
+    assert counts == [1, len(os.sched_getaffinity(0))]
 
 
 def test_test_models_load_by_name_but_are_not_offered():
