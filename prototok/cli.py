@@ -161,7 +161,11 @@ def encode(
         encode_part = functools.partial(_encode_on_server, server, api_key, model=model, options=options)
     else:
         encode_part = _local_encoder(model, options)
-    for start in range(0, len(work), batch):
+    batches = (len(work) + batch - 1) // batch
+    for k, start in enumerate(range(0, len(work), batch), 1):
+        n = len(work[start:start + batch])
+        if batches > 1:
+            typer.echo(f"encode: batch {k}/{batches}, {n} text{'s' if n != 1 else ''}", err=True)
         for summary in encode_part(work[start:start + batch]):
             _report(summary, as_json)
 

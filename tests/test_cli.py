@@ -91,6 +91,7 @@ def test_several_files_encode_in_batches_into_a_folder_and_each_decodes_to_its_o
     flags = ["--out-dir", str(out), "--batch", "3", "--model", "tiny-llama", "--max-steps", "3", "--json"]
     res = run("encode", *[a for f in files for a in ("--file", str(f))], *flags)
     assert res.exit_code == 0, res.output
+    assert "encode: batch 1/2, 3 texts" in res.stderr and "encode: batch 2/2, 1 text\n" in res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert [line["out"] for line in lines] == [str(out / f"t{i}.safetensors") for i in range(4)]
     for i, text in enumerate(texts):
