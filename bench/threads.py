@@ -18,9 +18,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from prototok.results.tables import records_table
+from prototok.results.timing import median_seconds
 
 from .common import machine, write
 
@@ -39,13 +39,11 @@ def step_ms(model: str | None, threads: int, steps: int) -> float:
     lm = load_model(model)
     torch.set_num_threads(threads)  # after loading: the cell's count, whatever PROTOTOK_THREADS says
     emb = torch.randn(1, 19, lm.hidden_size, dtype=lm.model.dtype, requires_grad=True)
-    times = []
-    for _ in range(steps + 2):
-        start = time.perf_counter()
+
+    def step() -> None:
         lm.model(inputs_embeds=emb).logits.float().logsumexp(-1).sum().backward()
-        times.append(time.perf_counter() - start)
-    times = sorted(times[2:])
-    return 1000 * times[len(times) // 2]
+
+    return 1000 * median_seconds(step, repeats=steps, warmup=2, device=lm.device)
 
 
 def child(args: argparse.Namespace, threads: int, env: dict[str, str]) -> subprocess.Popen:
