@@ -161,12 +161,11 @@ def encode(
         encode_part = functools.partial(_encode_on_server, server, api_key, model=model, options=options)
     else:
         encode_part = _local_encoder(model, options)
-    batches = (len(work) + batch - 1) // batch
-    for k, start in enumerate(range(0, len(work), batch), 1):
-        n = len(work[start:start + batch])
-        if batches > 1:
-            typer.echo(f"encode: batch {k}/{batches}, {n} text{'s' if n != 1 else ''}", err=True)
-        for summary in encode_part(work[start:start + batch]):
+    parts = [work[i:i + batch] for i in range(0, len(work), batch)]
+    for k, part in enumerate(parts, 1):
+        if len(parts) > 1:
+            typer.echo(f"encode: batch {k}/{len(parts)}, {len(part)} text{'s' if len(part) != 1 else ''}", err=True)
+        for summary in encode_part(part):
             _report(summary, as_json)
 
 
@@ -227,9 +226,11 @@ def _local_encoder(model: str | None, options: dict) -> Callable[[list[tuple[str
         bar, report = _progress_bar(cfg.step_budget)
         encs = encode_texts(lm, [body for body, _ in work], cfg, progress=report)
         bar.close()
+        summaries = []
         for enc, (_, out) in zip(encs, work):
             enc.save(out)
-        return [_local_summary(enc, out) for enc, (_, out) in zip(encs, work)]
+            summaries.append(_local_summary(enc, out))
+        return summaries
 
     return encode_part
 
