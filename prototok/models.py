@@ -140,7 +140,9 @@ def resolve_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype
 
 
 _threads_configured = False
-_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before any caller changed it
+# torch's count when this module is imported: a different count at load_model time means the caller
+# set its own after importing prototok (a count set before the import cannot be told from torch's choice).
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
 def configure_threads(threads: int | None = None) -> int:

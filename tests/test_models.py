@@ -61,7 +61,7 @@ def test_threads_setting_is_applied_once(monkeypatch):
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell the counts apart")
 def test_load_model_keeps_a_callers_own_thread_count_and_otherwise_takes_every_core():
     """A benchmark that pins one thread must get one thread: two such processes side by side with
-    every core each ran 7-26x slower per step (OpenMP barriers waiting for a descheduled sibling)."""
+    every core each ran about 20x slower per step (bench/results/threads.md) (OpenMP barriers waiting for a descheduled sibling)."""
     import subprocess
     import sys
 
