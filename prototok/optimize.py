@@ -155,6 +155,8 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
     halving = recipe.halve_every > 0 and recipe.seeds > 1 and one_row_cohorts
     restarts = _Restarts(problem, recipe, s) if recipe.restart_every and one_row_cohorts else None
     seed_of_row = restarts.seed if restarts else first_seeds(n_rows, s, recipe)  # (R,), moved on by restarts
+    # The guard puts single rows back, so like restarts it needs one table row per batch row.
+    guard = recipe.spike_guard > 0 and all(p.shape[0] == n_rows for p in problem.params)
     for step in range(recipe.max_steps):
         active = (member & ~solved).any(1) & alive  # (C,): a cohort trains while one of its seqs is unsolved
         if not active.any():
@@ -171,6 +173,8 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
             now = (member & (best.cohort_robust >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
             stop_step[now & ~solved] = step + 1
             solved |= now
+        if guard:
+            opt.watch(rows, ce)
         opt.zero_grad()
         ce.sum().backward()  # sum: a row's gradient does not depend on the batch size
         opt.step()
