@@ -155,8 +155,7 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
     halving = recipe.halve_every > 0 and recipe.seeds > 1 and one_row_cohorts
     restarts = _Restarts(problem, recipe, s) if recipe.restart_every and one_row_cohorts else None
     seed_of_row = restarts.seed if restarts else first_seeds(n_rows, s, recipe)  # (R,), moved on by restarts
-    # The guard puts single rows back, so like restarts it needs one table row per batch row.
-    guard = recipe.spike_guard > 0 and all(p.shape[0] == n_rows for p in problem.params)
+    guard = recipe.spike_guard > 0 and one_table_row_per_batch_row(problem)  # it puts single rows back
     for step in range(recipe.max_steps):
         active = (member & ~solved).any(1) & alive  # (C,): a cohort trains while one of its seqs is unsolved
         if not active.any():
@@ -166,20 +165,21 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
         tgt = targets[rows.to(lm.device)][:, : logits.shape[1]]  # (A, Nmax)
         logits = logits.float()
         ce = token_loss(logits, tgt, sub.mask, recipe.loss_margin)  # (A,)
+        row_loss = ce.detach().cpu()  # (A,) one device sync, for judging, the guard and halving
         with torch.no_grad():
             pred, acc, robust = judge(logits, tgt, sub.mask, recipe.margin)
-            best.update(problem, rows, cohorts[rows], acc.cpu(), robust.cpu(), ce.detach().cpu(), pred.cpu(),
+            best.update(problem, rows, cohorts[rows], acc.cpu(), robust.cpu(), row_loss, pred.cpu(),
                         seed_of_row[rows])
             now = (member & (best.cohort_robust >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
             stop_step[now & ~solved] = step + 1
             solved |= now
         if guard:
-            opt.watch(rows, ce)
+            opt.watch(rows, row_loss)
         opt.zero_grad()
         ce.sum().backward()  # sum: a row's gradient does not depend on the batch size
         opt.step()
         if halving and (step + 1) % recipe.halve_every == 0:
-            halve(alive, cohorts[rows], rows % s, robust.cpu(), acc.cpu(), ce.detach().cpu())
+            halve(alive, cohorts[rows], rows % s, robust.cpu(), acc.cpu(), row_loss)
         if restarts:
             restarts.due(opt, rows, solved)
         if progress:
@@ -200,7 +200,7 @@ class _Restarts:
         n_rows = len(problem.cohort_of_row)
         self.problem, self.recipe, self.s = problem, recipe, n_seqs
         self.seed = first_seeds(n_rows, n_seqs, recipe)  # (R,) seed of each row's current attempt
-        self.enabled = all(p.shape[0] == n_rows for p in problem.params)
+        self.enabled = one_table_row_per_batch_row(problem)
 
     def due(self, opt: RowAdamW, rows: torch.Tensor, solved: torch.Tensor) -> None:
         if not self.enabled:
@@ -211,6 +211,12 @@ class _Restarts:
             self.seed[late] += self.recipe.seeds
             values = self.problem.restart_values(self.seed[late].tolist())
             opt.restart(late.to(opt.t[0].device), values)
+
+
+def one_table_row_per_batch_row(problem: Problem) -> bool:
+    """Whether every trained table has a row of its own per batch row (no shared m or e), so one
+    row can start over (restarts) or go back to an earlier state (the spike guard) alone."""
+    return all(p.shape[0] == len(problem.cohort_of_row) for p in problem.params)
 
 
 def halve(alive: torch.Tensor, cohorts: torch.Tensor, seq: torch.Tensor, robust: torch.Tensor,

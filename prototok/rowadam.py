@@ -91,9 +91,10 @@ class RowAdamW:
             self.saved = [(p.detach().clone(), m.clone(), v.clone())
                           for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq)]
         low = self.low[rows]
-        new = rows[loss < low]
+        lower = loss < low
+        new = rows[lower]
         if len(new):
-            self.low[new] = loss[loss < low]
+            self.low[new] = loss[lower]
             dev = new.to(self.params[0].device)
             for (sp, sm, sv), p, m, v in zip(self.saved, self.params, self.exp_avg, self.exp_avg_sq):
                 sp[dev], sm[dev], sv[dev] = p[dev], m[dev], v[dev]

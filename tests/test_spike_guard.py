@@ -64,10 +64,19 @@ def test_a_restarted_row_forgets_its_lowest_loss_and_lr_cut():
 
 
 @pytest.mark.parametrize("method", list(Method))
-def test_guarded_encodings_decode_exactly(tiny, method):
-    """A tiny guard threshold makes rows revert often; the encoding still decodes to its text."""
-    recipe = TUNED.with_(max_steps=40, lr=0.3, spike_guard=0.01, spike_lr=0.9)
+def test_guarded_encodings_decode_exactly(tiny, method, monkeypatch):
+    """The tiny model's loss falls smoothly, so every fourth step the guard is told of a spike: rows go
+    back to earlier states inside the real loop, and the encoding still decodes to its text."""
+    spikes, watch = [], RowAdamW.watch
+
+    def spiky(self, rows, loss):
+        spikes.append(watch(self, rows, loss + 10.0 * (len(spikes) % 4 == 3)))
+        return spikes[-1]
+
+    monkeypatch.setattr(RowAdamW, "watch", spiky)
+    recipe = TUNED.with_(max_steps=40, lr=0.3, spike_guard=1.0, spike_lr=0.9)
     [enc] = encode_texts(tiny, ["guard me well"], EncodeConfig(recipe=recipe, method=method))
+    assert sum(spikes) > 0  # the guard did put rows back
     assert decode(tiny, [enc])[0].text == "guard me well"
 
 
