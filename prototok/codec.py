@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from itertools import chain
+from typing import TypeVar
 
 import torch
 
@@ -30,6 +31,8 @@ from .models import LanguageModel
 from .optimize import ProgressFn, Solution, check_inputs, optimize
 from .problem import pad_right
 from .recipe import Arrangement, EncodeConfig, Method
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,8 +79,8 @@ def encode_texts(
     size = chunk_size(lm, cfg)
     pieces = [chunk(x, size) for x in ids]
     solutions = []
-    for batch in batches([p for ps in pieces for p in ps], cfg):
-        solutions += optimize(lm, batch, cfg, frozen_m, progress)
+    for batch in batches([(t, p) for t, ps in enumerate(pieces) for p in ps], cfg):
+        solutions += optimize(lm, [p for _, p in batch], cfg, frozen_m, progress, [t for t, _ in batch])
     out, i = [], 0
     for text, text_ids, ps in zip(texts, ids, pieces):
         sols = solutions[i : i + len(ps)]
@@ -86,7 +89,7 @@ def encode_texts(
     return out
 
 
-def batches(seqs: list[list[int]], cfg: EncodeConfig) -> list[list[list[int]]]:
+def batches(seqs: list[T], cfg: EncodeConfig) -> list[list[T]]:
     """The optimisation batches of a request's chunks, at most `max_batch_rows` rows (chunks x restarts)
     each. A sharing group must not be split, so shared vectors keep the whole request in one batch."""
     if cfg.share.joint:

@@ -66,11 +66,14 @@ def optimize(
     cfg: EncodeConfig,
     frozen_m: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
+    text_of_seq: list[int] | None = None,
 ) -> list[Solution]:
     """Train vectors that make the frozen LM emit each sequence; one Solution per sequence.
 
     `frozen_m`: the (d,) m every text shares under share=frozen_m (from an earlier shared_m run);
-    with `cfg.model_m` it is the model's start's m, and e begins at the start's e."""
+    with `cfg.model_m` it is the model's start's m, and e begins at the start's e.
+    `text_of_seq`: the text each sequence is a chunk of (default: each its own text); a text's
+    chunks decode together in one batch, so a solve is judged in that batch's shape too."""
     check_inputs(lm, cfg, frozen_m)
     problem: Problem
     if cfg.method is Method.AUTOREGRESSIVE:
@@ -81,10 +84,15 @@ def optimize(
         frozen_m = start.m if cfg.model_m else frozen_m
         problem = one_step_problem(lm, seqs, cfg, frozen_m, start=start)
     polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
-    alone = cfg.method is Method.ONE_STEP  # decode is one pass per encoding: judge a solve in that shape too
-    sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, cfg.step_budget) if polish else progress, alone)
+    # decode is one pass per encoding: judge a solve in that shape too
+    texts = torch.tensor(text_of_seq if text_of_seq is not None else range(len(seqs)))
+    if len(texts) != len(seqs):
+        raise InvalidInput(f"text_of_seq has {len(texts)} entries for {len(seqs)} sequences")
+    decode_shape = texts if cfg.method is Method.ONE_STEP else None
+    sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, cfg.step_budget) if polish else progress,
+                decode_shape)
     if polish:
-        sols = straight_through_phase(lm, seqs, cfg, sols, progress)
+        sols = straight_through_phase(lm, seqs, cfg, sols, progress, texts)
     return sols
 
 
@@ -105,7 +113,7 @@ def check_inputs(lm: LanguageModel, cfg: EncodeConfig, frozen_m: torch.Tensor | 
 
 
 def straight_through_phase(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, sols: list[Solution],
-                           progress: ProgressFn | None) -> list[Solution]:
+                           progress: ProgressFn | None, texts: torch.Tensor) -> list[Solution]:
     """Polish the best float vectors with the stored (rounded) value in the forward pass.
 
     Starts from each sequence's best vectors at the schedule's final learning rate; a sequence
@@ -123,7 +131,7 @@ def straight_through_phase(lm: LanguageModel, seqs: list[list[int]], cfg: Encode
         if frozen is None:
             problem.m_table.copy_(torch.stack([s.vectors["m"] for s in sols]).to(lm.device))
     out = _run(lm, problem, seqs, ste, _after(progress, max(s.steps for s in sols), r.max_steps + ste.max_steps),
-               True)
+               texts)
     for new, old in zip(out, sols):
         new.steps, new.seconds, new.seed = old.steps + new.steps, old.seconds + new.seconds, old.seed
     return out
@@ -138,13 +146,14 @@ def _after(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | N
 
 @torch.enable_grad()
 def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,
-         progress: ProgressFn | None, alone: bool = False) -> list[Solution]:
+         progress: ProgressFn | None, decode_shape: torch.Tensor | None = None) -> list[Solution]:
     """The loop. Grad is switched on here, whatever the caller's mode: a job ended by its time limit
     (SIGALRM) between `torch.no_grad()`'s switch and its `with` block leaves the worker's thread with
     grad off, and every later job of that worker would fail at backward().
 
-    `alone`: a text judged robust inside a batch of several rows counts as solved only once its
-    row is robust on its own too (`_confirm_alone`)."""
+    `decode_shape`: (S,) the text each sequence is a chunk of; when given, a sequence judged robust
+    in a training batch of another shape counts as solved only once its row is robust in the
+    batch its text's decode runs too (`_confirm_in_decode_shape`)."""
     start = time.perf_counter()
     s, n_rows = len(seqs), len(problem.cohort_of_row)
     targets = pad_right(seqs)[torch.arange(n_rows) % s].to(lm.device)  # (R, Nmax)
@@ -161,7 +170,7 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
     restarts = _Restarts(problem, recipe, s) if recipe.restart_every and one_row_cohorts else None
     seed_of_row = restarts.seed if restarts else first_seeds(n_rows, s, recipe)  # (R,), moved on by restarts
     guard = recipe.spike_guard > 0 and one_table_row_per_batch_row(problem)  # it puts single rows back
-    alone = alone and one_row_cohorts and recipe.margin > 0
+    confirm = decode_shape is not None and one_row_cohorts and recipe.margin > 0
     for step in range(recipe.max_steps):
         active = (member & ~solved).any(1) & alive  # (C,): a cohort trains while one of its seqs is unsolved
         if not active.any():
@@ -177,8 +186,9 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
             best.update(problem, rows, cohorts[rows], acc.cpu(), robust.cpu(), row_loss, pred.cpu(),
                         seed_of_row[rows])
             now = (member & (best.cohort_robust >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
-            if alone and len(rows) > 1 and (now & ~solved).any():
-                _confirm_alone(problem, best, rows, cohorts, robust.cpu(), now & ~solved, targets, recipe)
+            if confirm and (now & ~solved).any():
+                _confirm_in_decode_shape(problem, best, rows, cohorts, robust.cpu(), now & ~solved, targets, recipe,
+                                         decode_shape)
                 now = (member & (best.cohort_robust >= recipe.stop_accuracy)[:, None]).any(0)
             stop_step[now & ~solved] = step + 1
             solved |= now
@@ -222,23 +232,31 @@ class _Restarts:
             opt.restart(late.to(opt.t[0].device), values)
 
 
-def _confirm_alone(problem: Problem, best: _Best, rows: torch.Tensor, cohorts: torch.Tensor,
-                   robust: torch.Tensor, newly: torch.Tensor, targets: torch.Tensor, recipe: Recipe) -> None:
-    """Rows robust in this batch whose text was not solved before are run again, each as a batch
-    of one (the shape a one-chunk encoding decodes in); one not robust there keeps training, its
-    best state marked with the robust accuracy it has alone. In bfloat16 on an AMX Xeon the same
-    vectors gave leads up to 1.5 nats apart in a batch of 8 and alone (bench/results/speed.md),
-    more than the margin. One-row cohorts only (cohort = row), so a row's best is its state now."""
+def _confirm_in_decode_shape(problem: Problem, best: _Best, rows: torch.Tensor, cohorts: torch.Tensor,
+                             robust: torch.Tensor, newly: torch.Tensor, targets: torch.Tensor, recipe: Recipe,
+                             text_of_seq: torch.Tensor) -> None:
+    """Rows robust in this batch whose sequence was not solved before are run again (no grad) in the
+    batch their text's decode runs: that text's chunks in order (`codec.reference_decode`); one not
+    robust there keeps training, its best state marked with the robust accuracy it has there. In
+    bfloat16 on an AMX Xeon the same vectors gave leads up to 1.5 nats apart in a batch of 8 and
+    alone (bench/results/speed.md), more than the margin. A row's result depends on the other rows'
+    shape, not their values, so any row of each other chunk stands in for it; chunks of the text
+    that another optimisation batch holds are left out (their decode shape cannot be built here).
+    One-row cohorts only (cohort = row), so a row's best is its state now."""
     s = len(newly)
     cand = rows[(robust >= recipe.stop_accuracy) & newly[rows % s]]
     for r in cand.tolist():
-        one = torch.tensor([r])
-        logits, sub = problem.forward(one)
-        tgt = targets[one.to(targets.device)][:, : logits.shape[1]]
-        solo = float(judge(logits.float(), tgt, sub.mask, recipe.margin)[2][0])
-        if solo < recipe.stop_accuracy:
-            best.robust[r] = solo
-            best.cohort_robust[cohorts[r]] = solo
+        mates = torch.nonzero(text_of_seq == text_of_seq[r % s])[:, 0]  # (K,) the text's chunks here, in order
+        shape = torch.where(mates == r % s, r, mates)  # row r for its own chunk
+        if torch.equal(shape, rows):
+            continue  # the training batch is that shape already
+        logits, sub = problem.forward(shape)
+        at = int(torch.nonzero(shape == r)[0, 0])
+        tgt = targets[shape.to(targets.device)][at : at + 1, : logits.shape[1]]
+        there = float(judge(logits[at : at + 1].float(), tgt, sub.mask[at : at + 1], recipe.margin)[2][0])
+        if there < recipe.stop_accuracy:
+            best.robust[r] = there
+            best.cohort_robust[cohorts[r]] = there
 
 
 def one_table_row_per_batch_row(problem: Problem) -> bool:
