@@ -265,8 +265,9 @@ def report(started: str, args, old: Side, new: Side, rows: list[dict]) -> None:
     summary = summarise(rows)
     sides = (f"old = `{args.baseline}` ({old.info['dtype']}, {old.info['threads']} threads), "
              f"new = this commit ({new.info['dtype']}, {new.info['threads']} threads)")
-    md = (f"{sides}. Each item ran on the old side, then the new, in one run. `capped`: the old side's "
-          f"steps were capped at {args.baseline_cap} (64-token passages), so its time is a lower bound.\n\n")
+    cap = (f"`capped`: the old side's steps were capped at {args.baseline_cap} (64-token passages), so its time "
+           "is a lower bound" if args.baseline_cap else "`capped`: none (--baseline-cap 0: both sides ran to their own max_steps)")
+    md = f"{sides}. Each item ran on the old side, then the new, in one run. {cap}.\n\n"
     md += records_table(summary, ["work", "side", "lossless", "median_s", "max_s", "median_steps", "tokens_per_s",
                           "capped", "speedup_median"])
     md += "\n\nEvery item:\n\n" + records_table(rows, ["item", "kind", "side", "texts", "n_tokens", "lossless", "steps",
