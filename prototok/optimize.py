@@ -75,6 +75,9 @@ def optimize(
     `text_of_seq`: the text each sequence is a chunk of (default: each its own text); a text's
     chunks decode together in one batch, so a solve is judged in that batch's shape too."""
     check_inputs(lm, cfg, frozen_m)
+    texts = torch.tensor(text_of_seq if text_of_seq is not None else range(len(seqs)))
+    if len(texts) != len(seqs):
+        raise InvalidInput(f"text_of_seq has {len(texts)} entries for {len(seqs)} sequences")
     problem: Problem
     if cfg.method is Method.AUTOREGRESSIVE:
         problem = mem_problem(lm, seqs, cfg)
@@ -84,11 +87,7 @@ def optimize(
         frozen_m = start.m if cfg.model_m else frozen_m
         problem = one_step_problem(lm, seqs, cfg, frozen_m, start=start)
     polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
-    # decode is one pass per encoding: judge a solve in that shape too
-    texts = torch.tensor(text_of_seq if text_of_seq is not None else range(len(seqs)))
-    if len(texts) != len(seqs):
-        raise InvalidInput(f"text_of_seq has {len(texts)} entries for {len(seqs)} sequences")
-    decode_shape = texts if cfg.method is Method.ONE_STEP else None
+    decode_shape = texts if cfg.method is Method.ONE_STEP else None  # decode is one pass per encoding
     sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, cfg.step_budget) if polish else progress,
                 decode_shape)
     if polish:
