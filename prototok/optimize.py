@@ -75,7 +75,7 @@ def optimize(
     `text_of_seq`: the text each sequence is a chunk of (default: each its own text); a text's
     chunks decode together in one batch, so a solve is judged in that batch's shape too."""
     check_inputs(lm, cfg, frozen_m)
-    texts = torch.tensor(text_of_seq if text_of_seq is not None else range(len(seqs)))
+    texts = torch.tensor(text_of_seq if text_of_seq is not None else range(len(seqs)))  # (S,)
     if len(texts) != len(seqs):
         raise InvalidInput(f"text_of_seq has {len(texts)} entries for {len(seqs)} sequences")
     problem: Problem
@@ -87,9 +87,9 @@ def optimize(
         frozen_m = start.m if cfg.model_m else frozen_m
         problem = one_step_problem(lm, seqs, cfg, frozen_m, start=start)
     polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
-    decode_shape = texts if cfg.method is Method.ONE_STEP else None  # decode is one pass per encoding
+    one_pass = cfg.method is Method.ONE_STEP  # decode is one pass per encoding: judge a solve in its shape
     sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, cfg.step_budget) if polish else progress,
-                decode_shape)
+                texts if one_pass else None)
     if polish:
         sols = straight_through_phase(lm, seqs, cfg, sols, progress, texts)
     return sols
@@ -145,12 +145,12 @@ def _after(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | N
 
 @torch.enable_grad()
 def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,
-         progress: ProgressFn | None, decode_shape: torch.Tensor | None = None) -> list[Solution]:
+         progress: ProgressFn | None, text_of_seq: torch.Tensor | None = None) -> list[Solution]:
     """The loop. Grad is switched on here, whatever the caller's mode: a job ended by its time limit
     (SIGALRM) between `torch.no_grad()`'s switch and its `with` block leaves the worker's thread with
     grad off, and every later job of that worker would fail at backward().
 
-    `decode_shape`: (S,) the text each sequence is a chunk of; when given, a sequence judged robust
+    `text_of_seq`: (S,) the text each sequence is a chunk of; when given, a sequence judged robust
     in a training batch of another shape counts as solved only once its row is robust in the
     batch its text's decode runs too (`_confirm_in_decode_shape`)."""
     start = time.perf_counter()
@@ -169,7 +169,7 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
     restarts = _Restarts(problem, recipe, s) if recipe.restart_every and one_row_cohorts else None
     seed_of_row = restarts.seed if restarts else first_seeds(n_rows, s, recipe)  # (R,), moved on by restarts
     guard = recipe.spike_guard > 0 and one_table_row_per_batch_row(problem)  # it puts single rows back
-    confirm = decode_shape is not None and one_row_cohorts and recipe.margin > 0
+    confirm = text_of_seq is not None and one_row_cohorts and recipe.margin > 0
     for step in range(recipe.max_steps):
         active = (member & ~solved).any(1) & alive  # (C,): a cohort trains while one of its seqs is unsolved
         if not active.any():
@@ -187,7 +187,7 @@ def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Rec
             now = (member & (best.cohort_robust >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
             if confirm and (now & ~solved).any():
                 _confirm_in_decode_shape(problem, best, rows, cohorts, robust.cpu(), now & ~solved, targets, recipe,
-                                         decode_shape)
+                                         text_of_seq)
                 now = (member & (best.cohort_robust >= recipe.stop_accuracy)[:, None]).any(0)
             stop_step[now & ~solved] = step + 1
             solved |= now
@@ -246,11 +246,12 @@ def _confirm_in_decode_shape(problem: Problem, best: _Best, rows: torch.Tensor, 
     cand = rows[(robust >= recipe.stop_accuracy) & newly[rows % s]]
     for r in cand.tolist():
         mates = torch.nonzero(text_of_seq == text_of_seq[r % s])[:, 0]  # (K,) the text's chunks here, in order
-        shape = torch.where(mates == r % s, r, mates)  # row r for its own chunk
+        own = mates == r % s
+        shape = torch.where(own, r, mates)  # row r for its own chunk
         if torch.equal(shape, rows):
             continue  # the training batch is that shape already
         logits, sub = problem.forward(shape)
-        at = int(torch.nonzero(shape == r)[0, 0])
+        at = int(torch.nonzero(own)[0, 0])
         tgt = targets[shape.to(targets.device)][at : at + 1, : logits.shape[1]]
         there = float(judge(logits[at : at + 1].float(), tgt, sub.mask[at : at + 1], recipe.margin)[2][0])
         if there < recipe.stop_accuracy:
