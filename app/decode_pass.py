@@ -117,9 +117,11 @@ def _pass(lm: LanguageModel, jobs: list[Job]) -> list[Decoded] | list[VectorsRes
 
 def lane_dtype(dtypes: Sequence[str], lm: LanguageModel, enc: Encoding) -> str | None:
     """None: decode in the lane's own model. An encoding made in another dtype that
-    PROTOTOK_API_DECODE_DTYPES (`dtypes`) lists decodes in a copy of the model in that dtype (loaded once)."""
-    made = enc.compute_dtype
-    if made and made != dtype_name(lm.dtype) and made in dtypes:
+    PROTOTOK_API_DECODE_DTYPES (`dtypes`) lists decodes in a copy of the model in that dtype (loaded once)
+    from the start; one made in float32 before the dtype was recorded counts as float32. Either way,
+    `prototok.decode` tries the host's other dtypes for an encoding whose checksum fails."""
+    made = enc.compute_dtype or "float32"
+    if made != dtype_name(lm.dtype) and made in dtypes:
         return made
     return None
 

@@ -225,13 +225,16 @@ class EmbeddingView(BaseModel):
 
 class TextView(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"text": EXAMPLE_TEXT, "accuracy": 1.0, "decode_ms": 21.4, "model": "smollm2-135m-instruct", "length": 10}]})
+        {"text": EXAMPLE_TEXT, "accuracy": 1.0, "decode_ms": 21.4, "model": "smollm2-135m-instruct", "length": 10,
+         "dtype": "float32"}]})
 
     text: str
     accuracy: float = Field(description="token accuracy of the vectors alone; the text is exact either way")
     decode_ms: float = Field(description="time of the one forward pass")
     model: str
     length: int
+    dtype: str = Field(description="the model dtype whose pass rebuilt the text: the one the encoding was made in "
+                                   "unless its checksum failed there and another dtype of this host rebuilt it")
 
 
 def _as_rows(value: object) -> object:
@@ -273,6 +276,9 @@ class DecodedText(BaseModel):
     length: int
     decode_ms: float
     accuracy: float | None = Field(None, description="only for an uploaded encoding, which carries its target")
+    dtype: str | None = Field(None, description="only for an uploaded encoding: the model dtype whose pass rebuilt "
+                                                "it (another of this host's dtypes when its checksum failed in the "
+                                                "first)")
 
 
 class ErrorBody(BaseModel):

@@ -45,9 +45,10 @@ def flips(a: list[int], b: list[int]) -> int:
 
 
 def decodes(lm, enc: Encoding) -> bool:
-    """Does `decode` (corrections, checksum, fallback) still rebuild the text exactly?"""
+    """Does `decode` (corrections, checksum, the batch-shape redo) still rebuild the text exactly in
+    lm's own dtype? (No dtype fallback: that would hide what this measures.)"""
     try:
-        decode(lm, [enc])
+        decode(lm, [enc], fallback=False)
     except DecodeMismatch:
         return False
     return True

@@ -88,20 +88,17 @@ def _progress_bar(total: int):
 
 
 def _read_text(text: str | None, file: Path | None) -> str:
+    """The text of an argument or of a file's bytes (strict UTF-8, nothing translated: textio)."""
     from .errors import EmptyText, InvalidInput
+    from .textio import check_unicode, read_text_file
 
     if (text is None) == (file is None):
         raise InvalidInput("give either TEXT or --file PATH")
     if file is not None:
-        if not file.is_file():
-            raise InvalidInput(f"no such file: {file}")
-        try:
-            text = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"{file} is not UTF-8 text") from exc
+        return read_text_file(file)
     if not text:
-        raise EmptyText(f"{file} is empty" if file is not None else "text is empty")
-    return text
+        raise EmptyText("text is empty")
+    return check_unicode(text, "the TEXT argument")
 
 
 @app.command()
@@ -110,8 +107,9 @@ def encode(
     text: str | None = typer.Argument(None, help="The text to encode (or use --file)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the .safetensors encoding (one text)."),
     file: list[Path] | None = typer.Option(None, "--file", "-f", metavar="PATH",
-                                           help="Read a text from this UTF-8 file; repeat for several texts, "
-                                                "encoded in batches (with --out-dir)."),
+                                           help="Read a text from this UTF-8 file, byte for byte (CRLF, BOM, "
+                                                "NUL kept); repeat for several texts, encoded in batches "
+                                                "(with --out-dir)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="With several --file: write DIR/<file stem>.safetensors "
                                                                  "for each."),
     batch: int = typer.Option(16, "--batch", min=1, max=1024,
@@ -272,42 +270,60 @@ def _server_summary(emb: dict, out: Path) -> dict:
 @friendly_errors
 def decode(
     file: Path = typer.Argument(..., help="A .safetensors encoding written by `prototok encode`."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the text to this file: exactly its UTF-8 "
+                                                              "bytes, nothing added."),
     model: str | None = typer.Option(None, help="Model to decode with (default: the one in the file)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON: text, accuracy, decode_seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: text, accuracy, decode_seconds, dtype."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
-    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16 (default: the dtype the file was made in)."),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16 (default: the dtype the file was "
+                                                "made in; float32 for a file that records none)."),
 ) -> None:
-    """Rebuild the exact text in one forward pass (plus stored corrections)."""
+    """Rebuild the exact text in one forward pass (plus stored corrections).
+
+    The text goes to --out, or to stdout as its UTF-8 bytes; to a terminal a newline follows it,
+    so the prompt starts on a line of its own (use --out or a pipe for the bytes alone). If the
+    checksum fails in the chosen dtype, the other dtypes of this host are tried; stderr says
+    which one rebuilt the text."""
+    from .errors import InvalidInput
+    from .textio import utf8, write_text_file
+
     if server:
         if dtype:
-            from .errors import InvalidInput
-
             raise InvalidInput("--dtype is for local decoding; the server decodes in its own dtype")
-        text, accuracy, seconds = _decode_on_server(server, api_key, file, model)
+        text, accuracy, seconds, used = _decode_on_server(server, api_key, file, model)
     else:
-        text, accuracy, seconds = _decode_here(file, model, dtype)
+        text, accuracy, seconds, used, chosen = _decode_here(file, model, dtype)
+        if used != chosen:
+            typer.echo(f"decode: the checksum failed in {chosen}; rebuilt exactly in {used}", err=True)
+    if out is not None:
+        write_text_file(out, text)
     if as_json:
-        typer.echo(json.dumps({"text": text, "accuracy": accuracy, "decode_seconds": seconds}))
-    else:
-        sys.stdout.write(text + ("\n" if sys.stdout.isatty() else ""))
+        typer.echo(json.dumps({"text": text, "accuracy": accuracy, "decode_seconds": seconds, "dtype": used}))
+    elif out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(utf8(text) + (b"\n" if sys.stdout.isatty() else b""))
+        sys.stdout.buffer.flush()
 
 
-def _decode_here(file: Path, model: str | None, dtype: str | None = None) -> tuple[str, float, float]:
-    """Decode in the dtype the file was made in unless told otherwise: another dtype can flip
-    a low-margin token (then the checksum fails and the message names the dtype to use)."""
+def _decode_here(file: Path, model: str | None, dtype: str | None = None) -> tuple[str, float, float, str, str]:
+    """(text, accuracy, seconds, dtype that rebuilt it, dtype chosen first). The dtype the file was
+    made in unless told otherwise (float32 for a file from before it was recorded): another dtype
+    can flip a low-margin token, and `decode` then tries this host's other dtypes."""
     from .codec import decode as decode_encodings
     from .encoding import Encoding
     from .models import canonical_name, load_model, quiet_libraries
 
     enc = Encoding.load(file)
+    chosen = dtype or enc.compute_dtype or "float32"
     quiet_libraries()
-    lm = load_model(canonical_name(model) if model else enc.model, dtype=dtype or enc.compute_dtype)
+    lm = load_model(canonical_name(model) if model else enc.model, dtype=chosen)
     [res] = decode_encodings(lm, [enc])
-    return res.text, res.accuracy, res.seconds
+    return res.text, res.accuracy, res.seconds, res.dtype, chosen
 
 
-def _decode_on_server(url: str, api_key: str | None, file: Path, model: str | None) -> tuple[str, float, float]:
+def _decode_on_server(url: str, api_key: str | None, file: Path,
+                      model: str | None) -> tuple[str, float, float, str | None]:
     """Upload the file; the server decodes it with the model the file names (its checksum checked)."""
     from .client import Client
     from .errors import InvalidInput
@@ -318,7 +334,7 @@ def _decode_on_server(url: str, api_key: str | None, file: Path, model: str | No
         raise InvalidInput(f"no such file: {file}")
     with Client(url, api_key=api_key) as client:
         res = client.decode(file)
-    return res.text, res.accuracy, res.decode_ms / 1000
+    return res.text, res.accuracy, res.decode_ms / 1000, res.dtype
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service, in the Redis at PROTOTOK_REDIS_URL.")

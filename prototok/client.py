@@ -174,10 +174,12 @@ class DecodedText:
     length: int  # tokens
     decode_ms: float
     accuracy: float | None = None  # of the vectors alone; known for stored or uploaded encodings
+    dtype: str | None = None  # the model dtype whose pass rebuilt a stored or uploaded encoding
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> DecodedText:
-        return cls(body["text"], body["model"], body["length"], body["decode_ms"], body.get("accuracy"))
+        return cls(body["text"], body["model"], body["length"], body["decode_ms"], body.get("accuracy"),
+                   body.get("dtype"))
 
 
 def encode_body(text_or_texts: str | Sequence[str], model: str | None, options: Mapping[str, Any]) -> dict:

@@ -25,12 +25,22 @@ from . import starts
 from . import storage as st
 from .decoding import decode_ids, generate_grouped, one_pass_logits
 from .encoding import Encoding, ids_digest, validate_vectors
-from .errors import BadVectors, CorruptEncoding, DecodeMismatch, EmptyText, InvalidInput, ModelMismatch, ModelMMissing
+from .errors import (
+    BadVectors,
+    CorruptEncoding,
+    DecodeMismatch,
+    EmptyText,
+    InvalidInput,
+    ModelMismatch,
+    ModelMMissing,
+    PrototokError,
+)
 from .metrics import c_tokens, h_lm, lead
-from .models import LanguageModel
+from .models import LanguageModel, load_model
 from .optimize import ProgressFn, Solution, check_inputs, optimize
 from .problem import pad_right
 from .recipe import Arrangement, EncodeConfig, Method
+from .textio import check_unicode, first_difference
 
 T = TypeVar("T")
 
@@ -41,18 +51,22 @@ class Decoded:
     ids: list[int]
     c_tokens: int  # from the vectors alone, before corrections
     accuracy: float
-    seconds: float  # wall time of the batched decode this result was part of
+    seconds: float  # wall time of the batched decode this result was part of (or of its own redo)
+    dtype: str = "float32"  # the model dtype whose pass rebuilt it
 
 
 def tokenize_checked(lm: LanguageModel, text: str) -> list[int]:
     """Token ids of a text that the tokenizer gives back unchanged; refuse anything else."""
     if not isinstance(text, str) or text == "":
         raise EmptyText("text is empty")
+    check_unicode(text)
     ids = lm.tokenize(text)
-    if not ids:
-        raise EmptyText("text has no tokens")
-    if lm.detokenize(ids) != text:
-        raise InvalidInput("this model's tokenizer does not reproduce the text exactly (normalised characters?)")
+    back = lm.detokenize(ids) if ids else ""  # a tokenizer may drop characters it has no token for
+    if back != text:
+        at = first_difference(text, back)
+        raise InvalidInput(f"the tokenizer of model '{lm.name}' does not give this text back exactly: at character "
+                           f"{at}, {text[at:at + 8]!r} comes back as {back[at:at + 8]!r}; refusing to encode a "
+                           "different text")
     return ids
 
 
@@ -138,7 +152,7 @@ def package(lm: LanguageModel, cfg: EncodeConfig, text: str, text_ids: list[int]
     enc.weigh(text)
     # Raises DecodeMismatch rather than hand out an encoding that does not decode; a model_m one is
     # checked as a reader gets it (its file: e alone, m found again by its digest).
-    decode(lm, [Encoding.from_bytes(enc.to_bytes()) if enc.m_ref else enc])
+    decode(lm, [Encoding.from_bytes(enc.to_bytes()) if enc.m_ref else enc], fallback=False)
     return enc
 
 
@@ -213,12 +227,15 @@ def _raw_decode(lm: LanguageModel, encs: list[Encoding]) -> list[tuple[list[int]
             for i, enc in enumerate(encs)]
 
 
-def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:
+def decode(lm: LanguageModel, encs: list[Encoding], fallback: bool = True) -> list[Decoded]:
     """Rebuild the exact texts: one forward pass for all chunks, with stored corrections.
 
     Batching with other encodings changes the kernels' shapes; a position whose argmax
     flips there is caught by the checksum, and that encoding is decoded again on its own,
-    in the batch shape its corrections were made for.
+    in the batch shape its corrections were made for. If its checksum still fails in lm's
+    dtype, it is decoded in the other dtypes this host has (`fallback_dtypes`: first the one
+    it was made in, float32 for a file that records none); the checksum makes every try safe,
+    and `Decoded.dtype` says which pass rebuilt it. fallback=False: lm's dtype only.
     """
     for enc in encs:
         check_compatible(lm, enc)
@@ -230,16 +247,53 @@ def decode(lm: LanguageModel, encs: list[Encoding]) -> list[Decoded]:
         for i, enc in enumerate(encs):
             if ids_digest(decoded[i][1]) != enc.ids_sha256:
                 decoded[i] = _raw_decode(lm, [enc])[0]
-    if lm.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds = _elapsed(lm, start)
     results = []
     for enc, (raw, ids) in zip(encs, decoded):
-        if ids_digest(ids) != enc.ids_sha256:
+        if ids_digest(ids) == enc.ids_sha256:
+            results.append(_decoded(lm, raw, ids, seconds))
+        elif fallback:
+            results.append(_decode_in_other_dtypes(lm, enc))
+        else:
             raise DecodeMismatch(mismatch_message(lm, enc))
-        ok = c_tokens(raw, ids)
-        results.append(Decoded(lm.detokenize(ids), ids, ok, ok / len(ids), seconds))
     return results
+
+
+def _elapsed(lm: LanguageModel, start: float) -> float:
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _decoded(lm: LanguageModel, raw: list[int], ids: list[int], seconds: float) -> Decoded:
+    ok = c_tokens(raw, ids)
+    return Decoded(lm.detokenize(ids), ids, ok, ok / len(ids), seconds, dtype_name(lm.dtype))
+
+
+def fallback_dtypes(lm: LanguageModel, enc: Encoding) -> list[str]:
+    """The dtypes to decode `enc` in when lm's own fails its checksum, in order: the one it was
+    made in (float32 before that was recorded), float32, bfloat16, and float16 on CUDA."""
+    here = dtype_name(lm.dtype)
+    order = [enc.compute_dtype or "float32", "float32", "bfloat16"] + (["float16"] if lm.device.type == "cuda" else [])
+    return [d for i, d in enumerate(order) if d != here and d not in order[:i]]
+
+
+def _decode_in_other_dtypes(lm: LanguageModel, enc: Encoding) -> Decoded:
+    """`enc` decoded alone in the first of `fallback_dtypes` whose pass matches its checksum,
+    the model loaded once per dtype (`load_model`'s cache); DecodeMismatch naming every dtype tried."""
+    tried = [dtype_name(lm.dtype)]
+    for name in fallback_dtypes(lm, enc):
+        try:
+            other = load_model(lm.name, device=str(lm.device), dtype=name)
+        except PrototokError:  # a model that loads under no name (built in memory): nothing else to try
+            break
+        start = time.perf_counter()
+        [(raw, ids)] = _raw_decode(other, [enc])
+        seconds = _elapsed(other, start)
+        tried.append(name)
+        if ids_digest(ids) == enc.ids_sha256:
+            return _decoded(other, raw, ids, seconds)
+    raise DecodeMismatch(mismatch_message(lm, enc, tried))
 
 
 def attach_m(lm: LanguageModel, enc: Encoding) -> None:
@@ -251,9 +305,13 @@ def attach_m(lm: LanguageModel, enc: Encoding) -> None:
     enc.vectors = {**enc.vectors, "m": m.expand(len(enc.lengths), -1).clone()}  # (K, d)
 
 
-def mismatch_message(lm: LanguageModel, enc: Encoding) -> str:
+def mismatch_message(lm: LanguageModel, enc: Encoding, tried: list[str] | None = None) -> str:
     here = dtype_name(lm.dtype)
     made = enc.compute_dtype
+    if tried and len(tried) > 1:
+        return (f"decoded tokens do not match the encoded text's checksum in any dtype tried ({', '.join(tried)}); "
+                f"it was made in {made or 'float32 (not recorded)'}: a corrupted file, or made on another kind of "
+                "device with too small a margin")
     if made and made != here:
         return (f"decoded tokens do not match the encoded text's checksum: the encoding was made in {made} and "
                 f"was decoded in {here}; decode it in {made} (prototok decode --dtype {made}, PROTOTOK_DTYPE={made})")

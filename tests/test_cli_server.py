@@ -55,8 +55,9 @@ def test_encode_and_decode_on_a_server_match_local_compute(remote, tmp_path):
         assert run("decode", f, *remote).stdout == TEXT
     local, served = (json.loads(run("decode", str(tmp_path / "there.safetensors"), "--json", *r).stdout)
                      for r in ([], remote))
-    assert local.keys() == served.keys() == {"text", "accuracy", "decode_seconds"}
+    assert local.keys() == served.keys() == {"text", "accuracy", "decode_seconds", "dtype"}
     assert served["text"] == TEXT and served["accuracy"] == local["accuracy"] == theirs.accuracy
+    assert served["dtype"] == local["dtype"] == "float32"
 
 
 def test_several_files_go_to_the_server_as_one_batch_job_each(remote, tmp_path):

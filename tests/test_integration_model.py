@@ -51,3 +51,22 @@ def test_the_embedded_model_ships_its_warm_start_for_every_dtype(smol):
     assert start is not None and start.meta["model"] == smol.name and start.e.shape == (smol.hidden_size,)
     other = load_model(dtype="float32" if smol.dtype != torch.float32 else "bfloat16")
     assert other.weights_fingerprint == smol.weights_fingerprint
+
+
+def test_edge_texts_through_the_cli_argument_and_file_are_byte_exact(smol, tmp_path):
+    """A few of tests/edge_cases.py on SmolLM2, in and out of the CLI (argument, --file, --out, stdout)."""
+    from edge_cases import EDGE_TEXTS
+    from typer.testing import CliRunner
+
+    from prototok.cli import app
+
+    runner = CliRunner()
+    for name in ("crlf", "bom", "nfd", "controls"):
+        text, src, enc, back = EDGE_TEXTS[name], tmp_path / f"{name}.txt", tmp_path / f"{name}.st", tmp_path / "b"
+        src.write_bytes(text.encode())
+        for given in (["--file", str(src)], [text]):
+            res = runner.invoke(app, ["encode", *given, "--out", str(enc), "--max-steps", "10", "--seeds", "1"])
+            assert res.exit_code == 0, res.output
+            assert runner.invoke(app, ["decode", str(enc)]).stdout_bytes == src.read_bytes(), name
+            assert runner.invoke(app, ["decode", str(enc), "--out", str(back)]).exit_code == 0
+            assert back.read_bytes() == src.read_bytes(), name

@@ -59,3 +59,26 @@ def test_stored_encoding_survives_an_api_restart(process_api, round_trip):
     process_api.restart()
     assert process_api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == SENTENCE
     assert process_api.http.get(f"/v1/jobs/{round_trip['job_id']}").json()["status"] == "finished"
+
+
+EDGE = ("crlf", "bom", "emoji_zwj", "nul")  # of tests/edge_cases.py: one job, four texts
+
+
+def test_edge_texts_come_back_byte_for_byte_between_processes(process_api, smol_worker, tmp_path):
+    """JSON in, the stored text out, and the stored file uploaded back, on SmolLM2; then the client."""
+    from edge_cases import EDGE_TEXTS
+
+    from prototok.client import Client
+
+    texts = [EDGE_TEXTS[name] for name in EDGE]
+    r = process_api.http.post("/v1/encode", json={"texts": texts, "model": MODEL,
+                                                  "options": {"max_steps": 10, "seeds": 1}})
+    assert r.status_code == 202, r.text
+    job = wait_job(process_api, r.json()["job_id"], 900, smol_worker)
+    assert job["status"] == "finished", job
+    key = process_api.http.headers.get("authorization", "").removeprefix("Bearer ") or None
+    with Client(process_api.url, api_key=key) as client:
+        for emb_id, text in zip(job["embedding_ids"], texts):
+            assert client.text(emb_id).encode() == text.encode()
+            path = client.download(emb_id, tmp_path / f"{emb_id}.safetensors")
+            assert client.decode(path).text.encode() == text.encode()

@@ -173,3 +173,54 @@ def test_the_shared_m_box_sends_model_m_and_the_result_holds_e_alone(browser, ap
         page.wait_for_selector("#rebuilt:not([hidden])")
         assert page.text_content("#rebuilt") == text
         page.close()
+
+
+DROPPED = "\ufeffWindows notes\r\nline two\r\n\ttab, trailing  \r\n"
+
+
+def drop_file(page, name: str, content: bytes) -> None:
+    page.evaluate("""([name, bytes]) => {
+        const drop = new DataTransfer();
+        drop.items.add(new File([new Uint8Array(bytes)], name));
+        document.querySelector('#text').dispatchEvent(new DragEvent('drop', {dataTransfer: drop}));
+    }""", [name, list(content)])
+
+
+def test_a_dropped_text_file_is_encoded_byte_for_byte(browser, api, tiny_worker, api_key, api_headers):
+    """A textarea's value turns CRLF into LF (and File.text() drops a BOM): the page sends the
+    file's own text, and the text rebuilt from the encoding is those bytes."""
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request))
+    page.goto(f"{api.url}/")
+    page.wait_for_function("document.querySelector('#ready').textContent.includes('tiny-llama')")
+    page.fill("#key", api_key or "sent-even-where-the-server-needs-none")
+    drop_file(page, "notes.txt", b"caf\xe9 in latin-1")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.text_content("#error") == "[invalid_input] notes.txt is not UTF-8 text"
+
+    drop_file(page, "notes.txt", DROPPED.encode())
+    page.wait_for_selector("#dropped:not([hidden])")
+    assert "\r" not in page.input_value("#text")  # what the box shows is not what is sent
+    assert f"Sending notes.txt byte for byte ({len(DROPPED.encode())} bytes)" in page.text_content("#dropped")
+    page.fill("#max-steps", "5")
+    page.click("#submit")
+    page.wait_for_function("['finished', 'failed'].includes(document.querySelector('#status').textContent)",
+                           timeout=240_000)
+    assert page.text_content("#status") == "finished", page.text_content("#error")
+    encode = next(r for r in requests if r.url.endswith("/v1/encode"))
+    assert encode.post_data_json["text"] == DROPPED
+    page.wait_for_selector("#result:not([hidden])")
+    emb_id = page.locator("#facts td").nth(1).text_content()
+    rebuilt = api.http.get(f"/v1/embeddings/{emb_id}/text", headers=api_headers).json()["text"]
+    assert rebuilt.encode() == DROPPED.encode()
+    page.click("#rebuild")
+    page.wait_for_selector("#rebuilt:not([hidden])")
+    assert page.text_content("#exact") == "exactly the text submitted"
+
+    page.fill("#text", "typed over the dropped file")  # an edit: the box is what is sent now
+    assert page.is_hidden("#dropped")
+    with page.expect_request(lambda r: r.url.endswith("/v1/encode")) as sent:
+        page.click("#submit")
+    assert sent.value.post_data_json["text"] == "typed over the dropped file"
+    page.close()

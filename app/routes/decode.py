@@ -73,7 +73,7 @@ def vectors_answer(model: str, req: DecodeRequest, text: str, seconds: float) ->
 def upload_answer(model: str, out: prototok.Decoded) -> DecodedText:
     DECODE_SECONDS.labels("upload").observe(out.seconds)
     return DecodedText(text=out.text, model=model, length=len(out.ids), decode_ms=round(out.seconds * 1000, 3),
-                   accuracy=out.accuracy)
+                       accuracy=out.accuracy, dtype=out.dtype)
 
 
 def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> DecodedText:

@@ -62,7 +62,7 @@ def stored_encoding(emb_id: str, store: EncodingStore, caller: Caller, settings:
 def text_view(out: Decoded, model: str) -> TextView:
     DECODE_SECONDS.labels("stored").observe(out.seconds)
     return TextView(text=out.text, accuracy=out.accuracy, decode_ms=round(out.seconds * 1000, 3), model=model,
-                    length=len(out.ids))
+                    length=len(out.ids), dtype=out.dtype)
 
 
 def text_now(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> TextView:

@@ -62,6 +62,25 @@ async function loadModels() {
   }
 }
 
+// A dropped text file is sent as its own text, not as the box shows it: a textarea's value turns
+// "\r\n" and "\r" into "\n", and File.text() drops a BOM. Strict UTF-8; editing the box sends the box.
+let droppedFile = null; // { name, text } of the last .txt dropped, until the box is edited
+
+function readUtf8(bytes, name) {
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch (_) {
+    throw Object.assign(new Error(`${name} is not UTF-8 text`), { code: "invalid_input" });
+  }
+}
+
+function showDropped() {
+  $("dropped").textContent = droppedFile
+    ? `Sending ${droppedFile.name} byte for byte (${new TextEncoder().encode(droppedFile.text).length} bytes); `
+      + "edit the box to send what it shows instead." : "";
+  $("dropped").hidden = !droppedFile;
+}
+
 async function dropped(file) {
   $("error").hidden = true;
   if (file.name.endsWith(".safetensors")) {
@@ -76,11 +95,15 @@ async function dropped(file) {
     $("sizes").replaceChildren();
     return;
   }
-  $("text").value = await file.text();
+  const text = readUtf8(await file.arrayBuffer(), file.name);
+  droppedFile = { name: file.name, text };
+  $("text").value = text;
+  showDropped();
 }
 
 function setUpDrop() {
   const area = $("text");
+  area.addEventListener("input", () => { droppedFile = null; showDropped(); });
   area.addEventListener("dragover", (e) => { e.preventDefault(); area.classList.add("drop"); });
   area.addEventListener("dragleave", () => area.classList.remove("drop"));
   area.addEventListener("drop", (e) => {
@@ -94,7 +117,7 @@ function setUpDrop() {
 // --- the job: poll, chart, token strip ---------------------------------------------------
 
 async function submit() {
-  const text = $("text").value;
+  const text = droppedFile ? droppedFile.text : $("text").value;
   $("error").hidden = true;
   if (!text) { showError(new Error("type or drop a text first")); return; }
   localStorage.setItem(KEY_STORE, $("key").value.trim());
