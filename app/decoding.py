@@ -5,9 +5,13 @@ round trip through a queue, and a SimpleWorker busy with a long encode could not
 decode for minutes. So the API decodes itself: in the model's decode lane (app/batcher.py),
 whose passes run in a child process of the API that loads the model once, or, with
 PROTOTOK_DECODE_BATCHING=false, one pass per request in FastAPI's thread pool with the model
-loaded in the API process (the old path, kept to compare against: bench/load.py). It only
-loads models it has reason to: the configured one, the built-in ones, those some worker
-serves, and PROTOTOK_API_DECODE_MODELS; not any path a client names.
+loaded in the API process (the old path, kept to compare against: bench/load.py).
+
+It decodes only with the models its operator configured: PROTOTOK_MODEL and
+PROTOTOK_API_DECODE_MODELS. Not a model a client names, nor one an upload or a stored encoding
+names, nor one a worker announces in Redis: anyone who can write to Redis could announce any
+name or store an encoding naming any path, and each model loaded costs its memory in every
+API replica.
 """
 
 from __future__ import annotations
@@ -15,36 +19,29 @@ from __future__ import annotations
 import logging
 import threading
 
-from redis import Redis
-
-from prototok import LanguageModel, load_model
+from prototok import load_model
 from prototok.errors import UnknownModel
-from prototok.models import canonical_name, known_models
+from prototok.models import canonical_name
 from prototok.settings import Settings
-from service.queues import served_models
 
 from .batcher import lane
 
 log = logging.getLogger("prototok.api")
 
 
-def allowed_models(settings: Settings, conn: Redis) -> set[str]:
-    names = {settings.model, *known_models(), *settings.api_decode_models, *served_models(conn)}
-    return {canonical_name(n) for n in names}
+def allowed_models(settings: Settings) -> set[str]:
+    """The canonical names of the models this API decodes with, from its settings alone."""
+    return {canonical_name(n) for n in (settings.model, *settings.api_decode_models)}
 
 
-def allowed_model(name: str | None, settings: Settings, conn: Redis) -> str:
-    """The canonical name of the model a client asked to decode with, if this API may load it."""
+def allowed_model(name: str | None, settings: Settings) -> str:
+    """The canonical name of the model a request (its `model`, an upload's or a stored encoding's)
+    asks to decode with, if this API is configured to decode with it; else UnknownModel (404)."""
     model = canonical_name(name or settings.model)
-    allowed = allowed_models(settings, conn)
+    allowed = allowed_models(settings)
     if model not in allowed:
         raise UnknownModel(f"unknown model '{model}'; this service decodes with: {', '.join(sorted(allowed))}")
     return model
-
-
-def decoding_model(name: str | None, settings: Settings, conn: Redis) -> LanguageModel:
-    """The model a client asked to decode with, loaded once per process."""
-    return load_model(allowed_model(name, settings, conn))
 
 
 def preload(settings: Settings) -> threading.Thread | None:

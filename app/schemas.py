@@ -3,9 +3,11 @@
 Limits that operators configure (text length, batch size, step cap) live in Settings and are
 checked in the routes, since a pydantic constraint is fixed when the class is defined.
 
-Numbers and flags are strict: pydantic's lax mode would read `true` as 1.0 in a vector,
-`0.0` as false for `sink` and `5.0` as 5 steps; a client that sends those has a bug worth
-hearing about. Integers still count as floats (JSON has one number type).
+Numbers and flags are strict: pydantic's lax mode would read `true` as 1.0 in a vector or as 1
+step, `"5"` as 5 and `0.0` as false for `sink`; a client that sends those has a bug worth hearing
+about. JSON has one number type, so integers count as floats, and a float with no fractional part
+counts as the integer it equals (`5.0` steps is 5): the OpenAPI document says `type: integer`,
+which in JSON Schema admits 5.0, and some clients write every number as a float. `5.5` is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from prototok.storage import MAX_HIDDEN
 
 EXAMPLE_TEXT = "The quick brown fox jumps over the lazy dog."
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
+def _whole_number(value: object) -> object:
+    """A float with no fractional part (5.0) as the int it equals; anything else as it came."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The last item of every integer field's type: `Annotated[StrictInt, Field(limits), WHOLE]`. Limits
+# before it, or the OpenAPI document shows them as pydantic's `ge`/`le` instead of `minimum`/`maximum`.
+WHOLE = BeforeValidator(_whole_number)
 Text = Annotated[str, StringConstraints(min_length=1)]
 
 
@@ -41,11 +53,12 @@ class Strict(BaseModel):
 class EncodeOptions(Strict):
     """Optimisation knobs; anything left out takes the server's recipe (PROTOTOK_RECIPE)."""
 
-    max_steps: StrictInt | None = Field(None, ge=1, description="step budget; capped at PROTOTOK_MAX_STEPS_LIMIT",
-                                        examples=[200])
-    seeds: StrictInt | None = Field(None, ge=1, le=64,
-                                    description="random restarts run side by side; the best is kept")
-    seed: StrictInt | None = Field(None, ge=0, le=2**31 - 1, description="base seed; restart k uses seed + k")
+    max_steps: Annotated[StrictInt, Field(ge=1), WHOLE] | None = Field(
+        None, description="step budget; capped at PROTOTOK_MAX_STEPS_LIMIT", examples=[200])
+    seeds: Annotated[StrictInt, Field(ge=1, le=64), WHOLE] | None = Field(
+        None, description="random restarts run side by side; the best is kept")
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1), WHOLE] | None = Field(
+        None, description="base seed; restart k uses seed + k")
     lr: FiniteFloat | None = Field(None, gt=0, le=10, description="AdamW learning rate")
     margin: FiniteFloat | None = Field(
         None, ge=0, lt=100, description="nats by which each right token must lead its best rival before a text "
@@ -56,16 +69,17 @@ class EncodeOptions(Strict):
     method: Method | None = Field(None, description="one_step (the paper) or autoregressive ([mem] baseline)")
     share: Literal["none", "shared_m", "shared_e"] | None = Field(
         None, description="for a batch: one m (or e) shared by the texts of a group (paper, Table 2)")
-    group_size: StrictInt | None = Field(None, ge=0, le=10**6,
-                                         description="texts per sharing group; 0 = the whole batch")
-    chunk_tokens: StrictInt | None = Field(None, ge=1, le=4096, description="longer texts are split into chunks")
+    group_size: Annotated[StrictInt, Field(ge=0, le=10**6), WHOLE] | None = Field(
+        None, description="texts per sharing group; 0 = the whole batch")
+    chunk_tokens: Annotated[StrictInt, Field(ge=1, le=4096), WHOLE] | None = Field(
+        None, description="longer texts are split into chunks")
     sink: StrictBool | None = Field(None, description="a frozen BOS embedding before [e, m, ...] (tuned: on, paper: off)")
     storage: Literal["float32", "float16", "bfloat16", "int8"] | None = Field(
         None, description="how the file stores e and m: float32, float16, bfloat16, or int8 with a per-vector "
         "scale; below float32 a few straight-through steps follow the optimisation. With neither storage nor "
         "rank given, the server's default (PROTOTOK_STORAGE, PROTOTOK_RANK; int8 full vectors unless set). With "
         "model_m it applies to e alone")
-    rank: StrictInt | None = Field(None, ge=0, le=MAX_HIDDEN, description=(
+    rank: Annotated[StrictInt, Field(ge=0, le=MAX_HIDDEN), WHOLE] | None = Field(None, description=(
         "optimise and store e and m as this many coefficients in a fixed basis (0 = full vectors); at most the "
         "model's hidden size (a job asking for more fails with invalid_input)"))
     compact: StrictBool | None = Field(None, description=(
@@ -257,7 +271,7 @@ class DecodeRequest(Strict):
     model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
     e: Vectors = Field(description="(chunks, hidden_size); a single (hidden_size,) list is one chunk")
     m: Vectors = Field(description="same shape as e")
-    length: Annotated[StrictInt, Field(ge=1)] | list[Annotated[StrictInt, Field(ge=1)]] = Field(
+    length: Annotated[StrictInt, Field(ge=1), WHOLE] | list[Annotated[StrictInt, Field(ge=1), WHOLE]] = Field(
         description="tokens to rebuild; one per chunk")
     arrangement: Arrangement = Arrangement.E_MN1
     sink: StrictBool = Field(True, description="the model's BOS embedding stands before [e, m, ...], as in encodings "

@@ -2,8 +2,8 @@
 with a byte-level tokenizer, built in-process in milliseconds.
 
 `load_model("tiny-llama")` still builds them, so the CLI and service processes under test
-(PROTOTOK_MODEL=tiny-llama) need no files; but they are not `known_models()`, so a service
-decodes with one only when it is configured or served.
+(PROTOTOK_MODEL=tiny-llama) need no files; but they are not `known_models()`, and an API decodes
+with one only when its settings name it (PROTOTOK_MODEL, PROTOTOK_API_DECODE_MODELS).
 """
 
 from __future__ import annotations

@@ -8,34 +8,51 @@ write to Redis could run code in the API and in every worker. `SafeJob` closes e
 - data, meta and results go through RQ's `JSONSerializer`, whatever the caller passes;
 - a worker calls `worker.jobs.encode_job` and nothing else: any other name fails the job
   before anything is imported;
+- a worker checks the whole record (`check_record`) before it calls the function, so a job
+  whose meta is not JSON fails without running;
 - callbacks and webhooks are never looked up.
+
+RQ keeps a job's results apart from its hash, in a stream (`rq:results:{id}`); a result read
+from there that this service did not write (not JSON, not RQ's form, not a stream) raises
+RefusedJob as a bad hash does.
 
 Every Queue, registry and job fetch in the API and the worker goes through `queue()`,
 `registry()` and `fetch()` here; `check_record` is how the API refuses a record that is not
-valid JSON (`corrupt_job_record`) instead of showing half of it.
+valid JSON (`corrupt_job_record`) instead of showing half of it. RefusedJob is a
+CorruptJobRecord, so wherever it comes up in the API it answers that code.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ResponseError
 from rq import Queue
 from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.registry import BaseRegistry, StartedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from .errors import CorruptJobRecord
 from .queues import ENCODE_JOB
 
 log = logging.getLogger("prototok.jobs")
 
 SERIALIZER = JSONSerializer
 
+# What reading a result that RQ (with SERIALIZER) did not write raises: ValueError for JSON, UTF-8,
+# base64, a number or a result type that is none of RQ's; OverflowError for a time out of range;
+# KeyError for a missing field; zlib.error for an exception text that is not compressed;
+# ResponseError (WRONGTYPE) when the key is not a stream.
+UNREADABLE_RESULT = (ValueError, OverflowError, KeyError, zlib.error, ResponseError)
 
-class RefusedJob(Exception):
-    """A job record this service did not write (another function, or not JSON): never run."""
+
+class RefusedJob(CorruptJobRecord):
+    """A job record this service did not write (another function, or not JSON): never run or shown."""
 
 
 class SafeJob(Job):
@@ -68,11 +85,27 @@ class SafeJob(Job):
     def send_webhooks(self, *args: Any, **kwargs: Any) -> None:
         """Never: a URL read from Redis is not a place this service sends requests to."""
 
+    def latest_result(self, timeout: int = 0) -> Result | None:
+        """RQ's latest result of this job (what `return_value()` reads too); RefusedJob when the
+        results stream holds one this service did not write."""
+        try:
+            return super().latest_result(timeout)
+        except UNREADABLE_RESULT as exc:
+            raise RefusedJob(f"job {self.id}: its latest result is not one this service wrote "
+                             f"({type(exc).__name__})") from exc
+
     def check_record(self) -> None:
-        """Raise RefusedJob unless data and meta are JSON and the function is ours."""
+        """Raise RefusedJob unless data, meta and the latest result are JSON and the function is ours."""
         if set(self.meta) == {"unserialized"}:  # RQ's placeholder for meta its serializer could not read
             raise RefusedJob(f"job {self.id}: its meta is not valid JSON")
         self.func  # noqa: B018 - the check is in the property
+        self.latest_result()
+
+    def perform(self) -> Any:
+        """Check the whole record, then run the job. RQ reads meta it cannot deserialize as a
+        placeholder and would call the function anyway, which would fail only at its first save."""
+        self.check_record()
+        return super().perform()
 
 
 def queue(name: str, conn: Redis, **kwargs: Any) -> Queue:

@@ -494,8 +494,9 @@ def tiny_worker(api) -> Iterator[LocalWorker]:
 
 @pytest.fixture(scope="session")
 def process_api(service_redis, service_logs) -> Iterator[Api]:
-    """The API as a uvicorn process, for the end-to-end tests (with `start_worker` processes)."""
-    server = Api(service_logs / "api-process.log").start()
+    """The API as a uvicorn process, for the end-to-end tests (with `start_worker` processes). It
+    decodes with SmolLM2 besides tiny-llama: test_service_e2e.py's encodings are made with it."""
+    server = Api(service_logs / "api-process.log", PROTOTOK_API_DECODE_MODELS='["smollm2-135m-instruct"]').start()
     yield server
     server.close()
 

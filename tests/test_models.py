@@ -83,19 +83,25 @@ def test_test_models_load_by_name_but_are_not_offered():
     assert load_model("tiny-gpt-neox").name == "tiny-gpt-neox"
 
 
-def test_the_api_decodes_with_a_tiny_model_only_when_configured_or_served(monkeypatch):
+def test_the_api_decodes_only_with_the_models_its_settings_name():
+    """PROTOTOK_MODEL and PROTOTOK_API_DECODE_MODELS (aliases canonical); not a built-in model
+    nor one a worker serves (the API reads no Redis for it: tests/test_service_access.py)."""
     from app import decoding
     from prototok.settings import Settings
 
-    monkeypatch.setattr(decoding, "served_models", lambda conn: set())
     real = Settings(model="smollm2-135m-instruct")
     with pytest.raises(UnknownModel):
-        decoding.allowed_model("tiny-llama", real, conn=None)
-    assert decoding.allowed_model("tiny-llama", Settings(model="tiny-llama"), conn=None) == "tiny-llama"
-    assert decoding.allowed_model("tiny-gpt-neox", real.model_copy(update={"api_decode_models": ["tiny-gpt-neox"]}),
-                                  conn=None) == "tiny-gpt-neox"
-    monkeypatch.setattr(decoding, "served_models", lambda conn: {"tiny-gpt-neox"})
-    assert decoding.allowed_model("tiny-gpt-neox", real, conn=None) == "tiny-gpt-neox"
+        decoding.allowed_model("tiny-llama", real)
+    assert decoding.allowed_model("smollm2", real) == "smollm2-135m-instruct"
+    assert decoding.allowed_model(None, real) == "smollm2-135m-instruct"
+    tiny = Settings(model="tiny-llama")
+    assert decoding.allowed_model("tiny-llama", tiny) == "tiny-llama"
+    with pytest.raises(UnknownModel, match="this service decodes with: tiny-llama$"):
+        decoding.allowed_model("smollm2-135m-instruct", tiny)
+    assert decoding.allowed_model("tiny-gpt-neox", real.model_copy(update={"api_decode_models": ["tiny-gpt-neox"]})
+                                  ) == "tiny-gpt-neox"
+    assert decoding.allowed_models(tiny.model_copy(update={"api_decode_models": ["default"]})) == {
+        "tiny-llama", "smollm2-135m-instruct"}
 
 
 def test_a_bad_device_is_invalid_input():

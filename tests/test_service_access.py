@@ -201,19 +201,97 @@ def test_odd_ids_are_404_and_the_connection_stays_usable(api):
 @pytest.mark.parametrize("path,body,code", [
     ("/v1/encode", {"text": "a", "options": {"sink": 0.0}}, "invalid_request"),
     ("/v1/encode", {"text": "a", "options": {"sink": "yes"}}, "invalid_request"),
-    ("/v1/encode", {"text": "a", "options": {"max_steps": 5.0}}, "invalid_request"),
+    ("/v1/encode", {"text": "a", "options": {"max_steps": 5.5}}, "invalid_request"),
     ("/v1/encode", {"text": "a", "options": {"max_steps": True}}, "invalid_request"),
+    ("/v1/encode", {"text": "a", "options": {"max_steps": "5"}}, "invalid_request"),
     ("/v1/encode", {"text": "a", "options": {"lr": True}}, "invalid_request"),
     ("/v1/encode", {"text": "a", "options": {"seed": 2**40}}, "invalid_request"),
     ("/v1/encode", {"text": "\ud800"}, "invalid_request"),  # a lone surrogate: no tokenizer takes it
     ("/v1/decode", {"e": [True] + [0.1] * 31, "m": [0.1] * 32, "length": 3}, "bad_vectors"),
     ("/v1/decode", {"e": [0.1] * 32, "m": [0.1] * 32, "length": 3, "sink": 0.0}, "invalid_request"),
-    ("/v1/decode", {"e": [0.1] * 32, "m": [0.1] * 32, "length": 3.0}, "invalid_request"),
+    ("/v1/decode", {"e": [0.1] * 32, "m": [0.1] * 32, "length": 3.5}, "invalid_request"),
     ("/v1/decode", {"e": [0.1] * 32, "m": [0.1] * 32, "length": True}, "invalid_request"),
+    ("/v1/decode", {"e": [0.1] * 32, "m": [0.1] * 32, "length": [float("inf")]}, "invalid_request"),
 ])
 def test_lax_coercions_are_refused(api, path, body, code):
     r = api.http.post(path, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["code"] == code, r.text
+
+
+BASE_BODIES = {"/v1/encode": {"text": "a"},
+               "/v1/decode": {"model": "tiny-llama", "e": [[0.1] * 32], "m": [[0.1] * 32], "length": 3}}
+INTEGER_FIELDS = {("/v1/encode", "options", name) for name in ("max_steps", "seeds", "seed", "group_size",
+                                                               "chunk_tokens", "rank")} | {
+    ("/v1/decode", "length"), ("/v1/decode", "length", 0)}
+
+
+def integer_fields(schema: dict, spec: dict, at: tuple = ()) -> dict[tuple, dict]:
+    """Where in a request body the OpenAPI document says `type: integer`, with that schema ($refs
+    followed; an index 0 stands for any item of an array)."""
+    if "$ref" in schema:
+        return integer_fields(spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]], spec, at)
+    found = {at: schema} if schema.get("type") == "integer" else {}
+    for alternative in schema.get("anyOf", []) + schema.get("oneOf", []):
+        found |= integer_fields(alternative, spec, at)
+    for name, prop in schema.get("properties", {}).items():
+        found |= integer_fields(prop, spec, (*at, name))
+    if "items" in schema:
+        found |= integer_fields(schema["items"], spec, (*at, 0))
+    return found
+
+
+def request_integer_fields(spec: dict) -> dict[tuple, dict]:
+    """(route, *place in its JSON body) -> schema, for every integer field of every request body."""
+    found = {}
+    for route, ops in spec["paths"].items():
+        for op in ops.values():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                found |= {(route, *at): schema for at, schema in integer_fields(body["schema"], spec).items()}
+    return found
+
+
+def with_value(body: dict, at: tuple, value: object) -> dict:
+    """A copy of body with `value` at the place `at` (lists and objects made on the way)."""
+    body = json.loads(json.dumps(body))
+    *parents, last = at
+    node = body
+    for key, following in zip(parents, [*parents[1:], last]):
+        if isinstance(node, dict) and not isinstance(node.get(key), (dict, list)):
+            node[key] = [] if isinstance(following, int) else {}
+        node = node[key]
+    if isinstance(node, list):
+        node[:] = [value]
+    else:
+        node[last] = value
+    return body
+
+
+def test_the_openapi_document_types_every_integer_field_of_a_request_as_integer(api):
+    """Each is `type: integer` (never `number`), which in JSON Schema admits 5.0 as well as 5, and
+    its limits are JSON Schema's `minimum`/`maximum` (not pydantic's names for them)."""
+    fields = request_integer_fields(api.app.openapi())
+    assert set(fields) == INTEGER_FIELDS
+    for at, schema in fields.items():
+        assert schema["type"] == "integer" and "minimum" in schema, (at, schema)
+        assert not {"ge", "le", "gt", "lt"} & set(schema), (at, schema)
+
+
+def test_every_integer_field_takes_a_whole_number_float_as_its_schema_says(api, tiny_worker):
+    """What the OpenAPI document says `integer` takes 5.0 as 5 (a client whose JSON writes numbers
+    as floats sends that); 5.5 is refused. Jobs go to a queue no worker reads, and are canceled."""
+    fields = request_integer_fields(api.app.openapi())
+    with api.configured(PROTOTOK_QUEUE_NAME="prototok-integers"):
+        for (route, *at), schema in sorted(fields.items(), key=str):
+            value = max(schema.get("minimum", 1), 1)
+            r = api.http.post(route, json=with_value(BASE_BODIES[route], tuple(at), float(value)))
+            assert r.status_code in (200, 202), (route, at, r.text)
+            if route == "/v1/decode":
+                assert r.json()["length"] == value, r.text
+            else:
+                assert api.http.delete(f"/v1/jobs/{r.json()['job_id']}").json()["error_code"] == "canceled"
+            r = api.http.post(route, json=with_value(BASE_BODIES[route], tuple(at), value + 0.5))
+            assert r.status_code == 422 and r.json()["code"] == "invalid_request", (route, at, r.text)
 
 
 @pytest.mark.parametrize("path", ["/v1/encode", "/v1/decode"])
@@ -242,6 +320,54 @@ def test_redis_down_is_a_503_that_does_not_name_the_host():
             assert "127.0.0.1" not in r.text and ":9" not in r.text
     finally:
         app.dependency_overrides.clear()
+
+
+# --- models the API decodes with -------------------------------------------------------------
+
+def neox_encoding():
+    """A stored-form encoding made with tiny-gpt-neox, a model the module's API is not configured for."""
+    from prototok import EncodeConfig, encode_texts, load_model
+    from prototok.recipe import TUNED
+
+    [enc] = encode_texts(load_model("tiny-gpt-neox"), ["neox"], EncodeConfig(recipe=TUNED.with_(max_steps=2, seeds=1)))
+    return enc
+
+
+def refused_unknown(r, what: str) -> None:
+    assert r.status_code == 404 and r.json()["code"] == "unknown_model", (what, r.text)
+    assert r.json()["message"].endswith("this service decodes with: tiny-llama"), (what, r.text)
+
+
+def test_the_api_decodes_only_with_the_models_its_operator_configured(api, service_redis):
+    """PROTOTOK_MODEL is tiny-llama and PROTOTOK_API_DECODE_MODELS is empty: a decode with any
+    other model is 404 `unknown_model` before a model loads or a decode lane starts, whether a
+    worker seems to serve it (an announcement anyone who can write to Redis can make), an upload or
+    a stored encoding names it (a stored one can name any path, for the same reason), or it is
+    built in (SmolLM2). Configured in PROTOTOK_API_DECODE_MODELS, the same encoding decodes."""
+    from app import batcher
+    from service.queues import announce, withdraw
+    from service.store import EncodingStore
+
+    enc = neox_encoding()
+    emb_id = EncodingStore(service_redis).put(enc, owner=api.key_name)
+    upload = {"content": enc.to_bytes(), "headers": {"content-type": "application/octet-stream"}}
+    vectors = {"e": [0.1] * 32, "m": [0.1] * 32, "length": 3}
+    announce(service_redis, "tiny-gpt-neox", "planted", ttl_s=300)
+    try:
+        refused_unknown(api.http.post("/v1/decode", json={**vectors, "model": "tiny-gpt-neox"}), "served")
+    finally:
+        withdraw(service_redis, "tiny-gpt-neox", "planted")
+    refused_unknown(api.http.post("/v1/decode", **upload), "upload")
+    refused_unknown(api.http.get(f"/v1/embeddings/{emb_id}/text"), "stored")
+    with api.configured(PROTOTOK_DECODE_BATCHING="false"):  # the unbatched path checks the same
+        refused_unknown(api.http.get(f"/v1/embeddings/{emb_id}/text"), "stored, unbatched")
+    refused_unknown(api.http.post("/v1/decode", json={**vectors, "model": "smollm2-135m-instruct"}), "built in")
+    assert not {"tiny-gpt-neox", "smollm2-135m-instruct"} & set(batcher._lanes)
+    with api.configured(PROTOTOK_API_DECODE_MODELS='["tiny-gpt-neox"]'):
+        r = api.http.get(f"/v1/embeddings/{emb_id}/text")
+        assert r.status_code == 200 and r.json()["text"] == "neox", r.text
+        r = api.http.post("/v1/decode", **upload)
+        assert r.status_code == 200 and r.json()["text"] == "neox", r.text
 
 
 # --- quotas -----------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from redis import Redis
 from starlette.datastructures import UploadFile
 
 import prototok
@@ -28,7 +27,7 @@ from service.errors import ServiceError
 
 from ..batcher import lane
 from ..decoding import allowed_model
-from ..deps import RedisDep, SettingsDep
+from ..deps import SettingsDep
 from ..schemas import DecodedText, DecodeRequest, ErrorBody
 from ..telemetry import DECODE_SECONDS
 
@@ -49,20 +48,20 @@ class UploadTooLarge(ServiceError):
     code, status = "payload_too_large", 413
 
 
-def vectors_of(req: DecodeRequest, settings: Settings, conn: Redis) -> tuple[str, torch.Tensor, torch.Tensor]:
+def vectors_of(req: DecodeRequest, settings: Settings) -> tuple[str, torch.Tensor, torch.Tensor]:
     """(model, e, m) of a JSON request, its size checked before the tensors are built."""
     check_positions(req.lengths(), settings.max_decode_tokens, "this request")
-    model = allowed_model(req.model, settings, conn)
+    model = allowed_model(req.model, settings)
     try:
         return model, torch.tensor(req.e, dtype=torch.float32), torch.tensor(req.m, dtype=torch.float32)
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise BadVectors(f"e and m must be rectangular arrays of numbers: {exc}") from exc
 
 
-def upload_of(blob: bytes, settings: Settings, conn: Redis) -> tuple[str, Encoding]:
+def upload_of(blob: bytes, settings: Settings) -> tuple[str, Encoding]:
     """(model, encoding) of an upload, its size judged from the header before anything is built."""
     enc = Encoding.from_bytes(blob, max_tokens=settings.max_decode_tokens)
-    return allowed_model(enc.model, settings, conn), enc
+    return allowed_model(enc.model, settings), enc
 
 
 def vectors_answer(model: str, req: DecodeRequest, text: str, seconds: float) -> DecodedText:
@@ -76,17 +75,17 @@ def upload_answer(model: str, out: prototok.Decoded) -> DecodedText:
                        accuracy=out.accuracy, dtype=out.dtype)
 
 
-def from_vectors(req: DecodeRequest, settings: Settings, conn: Redis) -> DecodedText:
+def from_vectors(req: DecodeRequest, settings: Settings) -> DecodedText:
     """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
-    model, e, m = vectors_of(req, settings, conn)
+    model, e, m = vectors_of(req, settings)
     start = time.perf_counter()
     text = decode_vectors(load_model(model), e, m, req.lengths(), req.arrangement, req.sink)
     return vectors_answer(model, req, text, time.perf_counter() - start)
 
 
-def from_file(blob: bytes, settings: Settings, conn: Redis) -> DecodedText:
+def from_file(blob: bytes, settings: Settings) -> DecodedText:
     """The old path for an upload."""
-    model, enc = upload_of(blob, settings, conn)
+    model, enc = upload_of(blob, settings)
     [out] = decode(load_model(model), [enc])
     return upload_answer(model, out)
 
@@ -116,21 +115,21 @@ def parse_json(raw: bytes) -> DecodeRequest:
 @router.post("/decode", response_model=DecodedText, openapi_extra=BODY_DOC,
              responses={s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 503)},
              summary="Decode client-supplied vectors or an uploaded .safetensors encoding")
-async def decode_route(request: Request, settings: SettingsDep, conn: RedisDep) -> DecodedText:
+async def decode_route(request: Request, settings: SettingsDep) -> DecodedText:
     """Parsing and checks run in the thread pool, the pass in the model's decode lane (app/batcher.py)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(("multipart/form-data", "application/octet-stream")):
         blob = await uploaded_bytes(request)
         if not settings.decode_batching:
-            return await run_in_threadpool(from_file, blob, settings, conn)
-        model, enc = await run_in_threadpool(upload_of, blob, settings, conn)
+            return await run_in_threadpool(from_file, blob, settings)
+        model, enc = await run_in_threadpool(upload_of, blob, settings)
         out = await asyncio.wrap_future(lane(model, settings).submit_encoding(enc))
         return upload_answer(model, out)
     raw = await request.body()
     req = await run_in_threadpool(parse_json, raw)
     if not settings.decode_batching:
-        return await run_in_threadpool(from_vectors, req, settings, conn)
-    model, e, m = await run_in_threadpool(vectors_of, req, settings, conn)
+        return await run_in_threadpool(from_vectors, req, settings)
+    model, e, m = await run_in_threadpool(vectors_of, req, settings)
     res = await asyncio.wrap_future(lane(model, settings).submit_vectors(e, m, req.lengths(), req.arrangement,
                                                                         req.sink))
     return vectors_answer(model, req, res.text, res.seconds)

@@ -18,6 +18,7 @@ from service.store import EncodingStore
 
 from ..auth import CallerDep
 from ..batcher import lane
+from ..decoding import allowed_model
 from ..deps import SettingsDep, StoreDep
 from ..schemas import EmbeddingView, ErrorBody, TextView
 from ..telemetry import DECODE_SECONDS
@@ -56,7 +57,9 @@ def get_embedding(emb_id: str, request: Request, store: StoreDep, caller: Caller
 
 
 def stored_encoding(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> Encoding:
-    return store.get(emb_id, caller).encoding(settings.max_decode_tokens)
+    enc = store.get(emb_id, caller).encoding(settings.max_decode_tokens)
+    allowed_model(enc.model, settings)  # a stored encoding can name any model: decode only with configured ones
+    return enc
 
 
 def text_view(out: Decoded, model: str) -> TextView:
@@ -68,7 +71,7 @@ def text_view(out: Decoded, model: str) -> TextView:
 def text_now(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> TextView:
     """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
     enc = stored_encoding(emb_id, store, caller, settings)
-    [out] = decode(load_model(enc.model), [enc])  # made by one of our workers, so a model this service runs
+    [out] = decode(load_model(enc.model), [enc])  # a configured model: stored_encoding checked it
     return text_view(out, enc.model)
 
 
