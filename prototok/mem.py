@@ -34,14 +34,23 @@ class MemProblem:
     sink: torch.Tensor | None = None  # (d,) frozen, before [mem]
     recipe: Recipe = field(default_factory=Recipe)  # how fresh rows start (restarts)
 
-    def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, MemLayout]:
+    def inputs(self, rows: torch.Tensor) -> tuple[torch.Tensor, MemLayout]:
+        """(A,) rows -> (A, s+k+n-1, d) input embeddings in the model's dtype, and their layout."""
         rows = rows.to(self.lm.device)
         sub = MemLayout(self.k, self.lengths[rows])
         n = int(sub.lengths.max())
         prefix = with_sink(self.mem_table[rows], self.sink)  # (A, s+k, d)
         z = torch.cat([prefix, self.text_embeds[rows, : n - 1]], 1)  # (A, s+k+n-1, d)
-        logits = self.lm.model(inputs_embeds=z.to(self.lm.dtype)).logits  # (A, s+k+n-1, V)
-        return logits[:, prefix.shape[1] - 1 :], sub  # (A, Nmax, V)
+        return z.to(self.lm.dtype), sub
+
+    def target_logits(self, logits: torch.Tensor, sub: MemLayout) -> torch.Tensor:
+        """(A, L', V) logits of `inputs` (L' >= its length) -> (A, Nmax, V): position s+k-1+i predicts t_(i+1)."""
+        first = (0 if self.sink is None else 1) + self.k - 1
+        return logits[:, first : first + sub.positions.shape[1]]
+
+    def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, MemLayout]:
+        z, sub = self.inputs(rows)
+        return self.target_logits(self.lm.model(inputs_embeds=z).logits, sub), sub  # (A, Nmax, V)
 
     def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         mem = self.mem_table[rows.to(self.lm.device)].detach().float().cpu()

@@ -46,14 +46,22 @@ class OneStepProblem:
         x = st.straight_through(rows, storage)
         return x @ self.basis if self.basis is not None else x
 
-    def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]:
+    def inputs(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]:
+        """(A,) rows -> (A, L, d) input embeddings in the model's dtype, and their layout."""
         rows = rows.to(self.lm.device)
         sub = self.layout.subset(rows)
         e = self.vector(self.e_table[self.e_of_row[rows]], self.storage)  # (A, d)
         m = self.vector(self.m_table[self.m_of_row[rows]], self.m_storage)  # (A, d)
-        z = sub.inputs(e, m).to(self.lm.dtype)  # (A, L, d)
-        logits = self.lm.model(inputs_embeds=z).logits  # (A, L, V)
-        return sub.target_logits(logits), sub  # (A, Nmax, V)
+        return sub.inputs(e, m).to(self.lm.dtype), sub  # (A, L, d)
+
+    def target_logits(self, logits: torch.Tensor, sub: BatchLayout) -> torch.Tensor:
+        """(A, L', V) logits of `inputs` (L' >= L: right padding is harmless under the causal mask)
+        -> (A, Nmax, V), the positions that predict each row's tokens."""
+        return sub.target_logits(logits)
+
+    def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout]:
+        z, sub = self.inputs(rows)  # (A, L, d)
+        return self.target_logits(self.lm.model(inputs_embeds=z).logits, sub), sub  # (A, Nmax, V)
 
     def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         rows = rows.to(self.lm.device)

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 from .errors import InvalidInput
 from .mem import mem_problem
 from .metrics import c_tokens, lead
 from .models import LanguageModel
-from .one_step import one_step_problem
+from .one_step import OneStepProblem, one_step_problem
 from .problem import Problem, first_seeds, pad_right, token_loss
 from .recipe import EncodeConfig, Method, Recipe, Schedule, ShareMode
 from .rowadam import RowAdamW
@@ -74,25 +75,58 @@ def optimize(
     with `cfg.model_m` it is the model's start's m, and e begins at the start's e.
     `text_of_seq`: the text each sequence is a chunk of (default: each its own text); a text's
     chunks decode together in one batch, so a solve is judged in that batch's shape too."""
-    check_inputs(lm, cfg, frozen_m)
-    texts = torch.tensor(text_of_seq if text_of_seq is not None else range(len(seqs)))  # (S,)
-    if len(texts) != len(seqs):
-        raise InvalidInput(f"text_of_seq has {len(texts)} entries for {len(seqs)} sequences")
-    problem: Problem
-    if cfg.method is Method.AUTOREGRESSIVE:
-        problem = mem_problem(lm, seqs, cfg)
-    else:
-        warm = (cfg.recipe.warm_start or cfg.model_m) and not cfg.rank
-        start = shared_start(lm) if cfg.model_m else find_start(lm) if warm else None
-        frozen_m = start.m if cfg.model_m else frozen_m
-        problem = one_step_problem(lm, seqs, cfg, frozen_m, start=start)
-    polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
-    one_pass = cfg.method is Method.ONE_STEP  # decode is one pass per encoding: judge a solve in its shape
-    sols = _run(lm, problem, seqs, cfg.recipe, _after(progress, 0, cfg.step_budget) if polish else progress,
-                texts if one_pass else None)
-    if polish:
-        sols = straight_through_phase(lm, seqs, cfg, sols, progress, texts)
-    return sols
+    job = Optimization(lm, seqs, cfg, frozen_m, progress, text_of_seq)
+    while not job.done:
+        step_runs(lm, [job.run])
+        job.advance()
+    return job.solutions
+
+
+class Optimization:
+    """The runs of one optimisation batch: the main run, then, for a storage below float32, the
+    straight-through polish (`straight_through_run`). `optimize` steps it alone; a continuous
+    batch (prototok/continuous.py) steps its current `run` beside other requests' runs."""
+
+    def __init__(self, lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig,
+                 frozen_m: torch.Tensor | None = None, progress: ProgressFn | None = None,
+                 text_of_seq: list[int] | None = None):
+        check_inputs(lm, cfg, frozen_m)
+        texts = torch.tensor(text_of_seq if text_of_seq is not None else range(len(seqs)))  # (S,)
+        if len(texts) != len(seqs):
+            raise InvalidInput(f"text_of_seq has {len(texts)} entries for {len(seqs)} sequences")
+        problem: Problem
+        if cfg.method is Method.AUTOREGRESSIVE:
+            problem = mem_problem(lm, seqs, cfg)
+        else:
+            warm = (cfg.recipe.warm_start or cfg.model_m) and not cfg.rank
+            start = shared_start(lm) if cfg.model_m else find_start(lm) if warm else None
+            frozen_m = start.m if cfg.model_m else frozen_m
+            problem = one_step_problem(lm, seqs, cfg, frozen_m, start=start)
+        self.lm, self.seqs, self.cfg, self.progress, self.texts = lm, seqs, cfg, progress, texts
+        self.polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
+        one_pass = cfg.method is Method.ONE_STEP  # decode is one pass per encoding: judge a solve in its shape
+        self.run = Run(lm, problem, seqs, cfg.recipe, _after(progress, 0, cfg.step_budget) if self.polish else progress,
+                       texts if one_pass else None)
+        self.first: list[Solution] | None = None  # the main run's solutions, while the polish runs
+        self.solutions: list[Solution] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.solutions is not None
+
+    def advance(self) -> None:
+        """After a step: once the current run has ended, start the polish or take the solutions
+        (re-raising what the progress callback raised)."""
+        if not self.run.finished or self.done:
+            return
+        sols = self.run.result()
+        if self.first is not None:
+            self.solutions = merged_phases(self.first, sols)
+        elif self.polish:
+            self.first = sols
+            self.run = straight_through_run(self.lm, self.seqs, self.cfg, sols, self.progress, self.texts)
+        else:
+            self.solutions = sols
 
 
 def check_inputs(lm: LanguageModel, cfg: EncodeConfig, frozen_m: torch.Tensor | None) -> None:
@@ -111,9 +145,9 @@ def check_inputs(lm: LanguageModel, cfg: EncodeConfig, frozen_m: torch.Tensor | 
         raise InvalidInput(f"frozen_m has {frozen_m.numel()} values; model '{lm.name}' takes {lm.hidden_size}")
 
 
-def straight_through_phase(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, sols: list[Solution],
-                           progress: ProgressFn | None, texts: torch.Tensor) -> list[Solution]:
-    """Polish the best float vectors with the stored (rounded) value in the forward pass.
+def straight_through_run(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, sols: list[Solution],
+                         progress: ProgressFn | None, texts: torch.Tensor) -> Run:
+    """The polish of the best float vectors, with the stored (rounded) value in the forward pass.
 
     Starts from each sequence's best vectors at the schedule's final learning rate; a sequence
     whose rounded vectors already reach the margin costs one step. The best state is judged on
@@ -129,11 +163,24 @@ def straight_through_phase(lm: LanguageModel, seqs: list[list[int]], cfg: Encode
         problem.e_table.copy_(torch.stack([s.vectors["e"] for s in sols]).to(lm.device))
         if frozen is None:
             problem.m_table.copy_(torch.stack([s.vectors["m"] for s in sols]).to(lm.device))
-    out = _run(lm, problem, seqs, ste, _after(progress, max(s.steps for s in sols), r.max_steps + ste.max_steps),
+    return Run(lm, problem, seqs, ste, _after(progress, max(s.steps for s in sols), r.max_steps + ste.max_steps),
                texts)
-    for new, old in zip(out, sols):
+
+
+def straight_through_phase(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig, sols: list[Solution],
+                           progress: ProgressFn | None = None, texts: torch.Tensor | None = None) -> list[Solution]:
+    """`straight_through_run` to its end, alone (bench.size polishes solutions it already holds)."""
+    run = straight_through_run(lm, seqs, cfg, sols, progress, texts)
+    while not run.finished:
+        step_runs(lm, [run])
+    return merged_phases(sols, run.result())
+
+
+def merged_phases(first: list[Solution], polished: list[Solution]) -> list[Solution]:
+    """The polish's solutions, counting the steps and seconds of both phases and the main run's seed."""
+    for new, old in zip(polished, first):
         new.steps, new.seconds, new.seed = old.steps + new.steps, old.seconds + new.seconds, old.seed
-    return out
+    return polished
 
 
 def _after(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | None:
@@ -143,67 +190,156 @@ def _after(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | N
     return lambda p: progress(replace(p, step=done + p.step, max_steps=total))
 
 
-@torch.enable_grad()
-def _run(lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,
-         progress: ProgressFn | None, text_of_seq: torch.Tensor | None = None) -> list[Solution]:
-    """The loop. Grad is switched on here, whatever the caller's mode: a job ended by its time limit
-    (SIGALRM) between `torch.no_grad()`'s switch and its `with` block leaves the worker's thread with
-    grad off, and every later job of that worker would fail at backward().
+class Run:
+    """One phase of one optimisation: a problem's rows, their optimiser and what judges them.
+
+    `step_runs` advances runs one step at a time, alone or several in one forward and backward
+    pass (the worker's continuous batch): each row has its own vectors, Adam moments, step count
+    and schedule, so a run's rows learn as they would alone; only the batch's shape differs,
+    which the judging in the decode's shape and the reference decode account for.
 
     `text_of_seq`: (S,) the text each sequence is a chunk of; when given, a sequence judged robust
     in a training batch of another shape counts as solved only once its row is robust in the
-    batch its text's decode runs too (`_confirm_in_decode_shape`)."""
-    start = time.perf_counter()
-    s, n_rows = len(seqs), len(problem.cohort_of_row)
-    targets = pad_right(seqs)[torch.arange(n_rows) % s].to(lm.device)  # (R, Nmax)
-    cohorts = problem.cohort_of_row  # (R,) on cpu
-    member = torch.zeros((int(cohorts.max()) + 1, s), dtype=torch.bool)  # (C, S): cohort c trains seq q
-    member[cohorts, torch.arange(n_rows) % s] = True
-    best = _Best(n_rows, member.shape[0], targets.shape[1])
-    solved = torch.zeros(s, dtype=torch.bool)
-    stop_step = torch.full((s,), recipe.max_steps)
-    opt = RowAdamW(problem.params, problem.lr_scales, recipe)
-    alive = torch.ones(len(member), dtype=torch.bool)  # (C,): restarts not yet dropped by halving
-    one_row_cohorts = bool((member.sum(1) == 1).all()) and len(member) == n_rows
-    halving = recipe.halve_every > 0 and recipe.seeds > 1 and one_row_cohorts
-    restarts = _Restarts(problem, recipe, s) if recipe.restart_every and one_row_cohorts else None
-    seed_of_row = restarts.seed if restarts else first_seeds(n_rows, s, recipe)  # (R,), moved on by restarts
-    guard = recipe.spike_guard > 0 and one_table_row_per_batch_row(problem)  # it puts single rows back
-    confirm = text_of_seq is not None and one_row_cohorts and recipe.margin > 0
-    for step in range(recipe.max_steps):
-        active = (member & ~solved).any(1) & alive  # (C,): a cohort trains while one of its seqs is unsolved
-        if not active.any():
-            break
-        rows = torch.nonzero(active[cohorts])[:, 0]  # (A,)
-        logits, sub = problem.forward(rows)  # (A, Nmax, V)
-        tgt = targets[rows.to(lm.device)][:, : logits.shape[1]]  # (A, Nmax)
+    batch its text's decode runs too (`_confirm_in_decode_shape`).
+    """
+
+    def __init__(self, lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,
+                 progress: ProgressFn | None, text_of_seq: torch.Tensor | None = None):
+        self.start = time.perf_counter()
+        self.lm, self.problem, self.seqs, self.recipe, self.progress = lm, problem, seqs, recipe, progress
+        s, n_rows = len(seqs), len(problem.cohort_of_row)
+        self.targets = pad_right(seqs)[torch.arange(n_rows) % s].to(lm.device)  # (R, Nmax)
+        self.cohorts = problem.cohort_of_row  # (R,) on cpu
+        self.member = torch.zeros((int(self.cohorts.max()) + 1, s), dtype=torch.bool)  # (C, S): cohort c trains seq q
+        self.member[self.cohorts, torch.arange(n_rows) % s] = True
+        self.best = _Best(n_rows, self.member.shape[0], self.targets.shape[1])
+        self.solved = torch.zeros(s, dtype=torch.bool)
+        self.stop_step = torch.full((s,), recipe.max_steps)
+        self.opt = RowAdamW(problem.params, problem.lr_scales, recipe)
+        self.alive = torch.ones(len(self.member), dtype=torch.bool)  # (C,): restarts not yet dropped by halving
+        one_row_cohorts = bool((self.member.sum(1) == 1).all()) and len(self.member) == n_rows
+        self.halving = recipe.halve_every > 0 and recipe.seeds > 1 and one_row_cohorts
+        self.restarts = _Restarts(problem, recipe, s) if recipe.restart_every and one_row_cohorts else None
+        self.seed_of_row = self.restarts.seed if self.restarts else first_seeds(n_rows, s, recipe)  # (R,)
+        self.guard = recipe.spike_guard > 0 and one_table_row_per_batch_row(problem)  # it puts single rows back
+        self.confirm = text_of_seq is not None and one_row_cohorts and recipe.margin > 0
+        self.text_of_seq = text_of_seq
+        self.step, self.finished = 0, False
+        self.rows = torch.zeros(0, dtype=torch.long)  # (A,) the rows of the step under way
+        self.error: Exception | None = None  # what the progress callback raised (the run then ended)
+        self._judged: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (acc, robust, loss) of the step
+
+    def next_rows(self) -> torch.Tensor | None:
+        """(A,) the rows that train this step: every cohort with a sequence not yet solved. None,
+        and `finished`, once the budget is spent or every sequence is solved."""
+        if self.finished:
+            return None
+        active = (self.member & ~self.solved).any(1) & self.alive  # (C,)
+        if self.step >= self.recipe.max_steps or not active.any():
+            self.finished = True
+            return None
+        self.rows = torch.nonzero(active[self.cohorts])[:, 0]  # (A,)
+        return self.rows
+
+    def learn(self, logits: torch.Tensor, sub, alone: bool) -> torch.Tensor:
+        """Judge this step's (A, Nmax, V) logits of `rows` and return their (A,) losses to backprop.
+        `alone`: the forward pass held these rows only (a solve in that shape needs no second look)."""
+        recipe, rows = self.recipe, self.rows
+        tgt = self.targets[rows.to(self.lm.device)][:, : logits.shape[1]]  # (A, Nmax)
         logits = logits.float()
         ce = token_loss(logits, tgt, sub.mask, recipe.loss_margin)  # (A,)
         row_loss = ce.detach().cpu()  # (A,) one device sync, for judging, the guard and halving
         with torch.no_grad():
             pred, acc, robust = judge(logits, tgt, sub.mask, recipe.margin)
-            best.update(problem, rows, cohorts[rows], acc.cpu(), robust.cpu(), row_loss, pred.cpu(),
-                        seed_of_row[rows])
-            now = (member & (best.cohort_robust >= recipe.stop_accuracy)[:, None]).any(0)  # (S,)
-            if confirm and (now & ~solved).any():
-                _confirm_in_decode_shape(problem, best, rows, cohorts, robust.cpu(), now & ~solved, targets, recipe,
-                                         text_of_seq)
-                now = (member & (best.cohort_robust >= recipe.stop_accuracy)[:, None]).any(0)
-            stop_step[now & ~solved] = step + 1
-            solved |= now
-        if guard:
-            opt.watch(rows, row_loss)
-        opt.zero_grad()
-        ce.sum().backward()  # sum: a row's gradient does not depend on the batch size
-        opt.step()
-        if halving and (step + 1) % recipe.halve_every == 0:
-            halve(alive, cohorts[rows], rows % s, robust.cpu(), acc.cpu(), row_loss)
-        if restarts:
-            restarts.due(opt, rows, solved)
-        if progress:
-            progress(Progress(step + 1, recipe.max_steps, float(ce.detach().mean()), best.per_seq_acc(s),
-                              int(solved.sum()), best.per_seq_pred(s)))
-    return best.solutions(seqs, stop_step.tolist(), time.perf_counter() - start)
+            acc, robust = acc.cpu(), robust.cpu()
+            self.best.update(self.problem, rows, self.cohorts[rows], acc, robust, row_loss, pred.cpu(),
+                             self.seed_of_row[rows])
+            now = self._solved_now()
+            if self.confirm and (now & ~self.solved).any():
+                _confirm_in_decode_shape(self.problem, self.best, rows, self.cohorts, robust, now & ~self.solved,
+                                         self.targets, recipe, self.text_of_seq, alone)
+                now = self._solved_now()
+            self.stop_step[now & ~self.solved] = self.step + 1
+            self.solved |= now
+        if self.guard:
+            self.opt.watch(rows, row_loss)
+        self._judged = (acc, robust, row_loss)
+        return ce
+
+    def _solved_now(self) -> torch.Tensor:
+        """(S,) sequences one of whose cohorts has reached the stop accuracy, robustly."""
+        return (self.member & (self.best.cohort_robust >= self.recipe.stop_accuracy)[:, None]).any(0)
+
+    def update(self, ce: torch.Tensor) -> None:
+        """After the backward pass: the optimiser step, halving, restarts, the progress report."""
+        recipe, rows = self.recipe, self.rows
+        acc, robust, row_loss = self._judged
+        self.opt.step()
+        self.step += 1
+        if self.halving and self.step % recipe.halve_every == 0:
+            halve(self.alive, self.cohorts[rows], rows % len(self.seqs), robust, acc, row_loss)
+        if self.restarts:
+            self.restarts.due(self.opt, rows, self.solved)
+        if self.progress:
+            report = Progress(self.step, recipe.max_steps, float(ce.detach().mean()),
+                              self.best.per_seq_acc(len(self.seqs)), int(self.solved.sum()),
+                              self.best.per_seq_pred(len(self.seqs)))
+            try:
+                self.progress(report)
+            except Exception as exc:  # noqa: BLE001 - the caller's (a canceled job): ends this run only
+                self.error, self.finished = exc, True
+
+    @property
+    def active_rows(self) -> int:
+        """Rows the next step would train (0 once finished): what the run costs a batch now."""
+        if self.finished:
+            return 0
+        active = (self.member & ~self.solved).any(1) & self.alive
+        return int(active[self.cohorts].sum())
+
+    def result(self) -> list[Solution]:
+        """The best state of every sequence; re-raises what the progress callback raised."""
+        if self.error is not None:
+            raise self.error
+        return self.best.solutions(self.seqs, self.stop_step.tolist(), time.perf_counter() - self.start)
+
+
+@torch.enable_grad()
+def step_runs(lm: LanguageModel, runs: list[Run]) -> None:
+    """One step of every run that has rows left. Runs whose problems can share a forward pass (every
+    one-step problem: each builds its own [e, m, ...] rows) go in one pass, right-padded to the
+    longest input (under the causal mask a padded tail cannot change the positions before it), and
+    one backward pass; a [mem] run goes alone. Grad is switched on here, whatever the caller's mode:
+    a job ended by its time limit (SIGALRM) between `torch.no_grad()`'s switch and its `with` block
+    leaves the worker's thread with grad off, and every later job of that worker would fail at backward()."""
+    live = [run for run in runs if run.next_rows() is not None]
+    shared = [run for run in live if isinstance(run.problem, OneStepProblem)]
+    groups = ([shared] if shared else []) + [[run] for run in live if run not in shared]
+    for group in groups:
+        losses = _forward(lm, group)
+        for run in group:
+            run.opt.zero_grad()
+        torch.stack([ce.sum() for ce in losses]).sum().backward()  # sum: a row's gradient ignores the batch
+        for run, ce in zip(group, losses):
+            run.update(ce)
+
+
+def _forward(lm: LanguageModel, group: list[Run]) -> list[torch.Tensor]:
+    """Each run's (A_i,) losses from one forward pass over all of the group's rows."""
+    if len(group) == 1:
+        run = group[0]
+        logits, sub = run.problem.forward(run.rows)  # (A, Nmax, V)
+        return [run.learn(logits, sub, alone=True)]
+    parts = [run.problem.inputs(run.rows) for run in group]  # each (A_i, L_i, d)
+    width = max(z.shape[1] for z, _ in parts)
+    z = torch.cat([F.pad(z, (0, 0, 0, width - z.shape[1])) for z, _ in parts])  # (sum A_i, L, d)
+    logits = lm.model(inputs_embeds=z).logits  # (sum A_i, L, V)
+    losses, at = [], 0
+    for run, (zi, sub) in zip(group, parts):
+        mine = logits[at : at + len(zi)]  # (A_i, L, V)
+        at += len(zi)
+        losses.append(run.learn(run.problem.target_logits(mine, sub), sub, alone=False))
+    return losses
 
 
 class _Restarts:
@@ -233,7 +369,7 @@ class _Restarts:
 
 def _confirm_in_decode_shape(problem: Problem, best: _Best, rows: torch.Tensor, cohorts: torch.Tensor,
                              robust: torch.Tensor, newly: torch.Tensor, targets: torch.Tensor, recipe: Recipe,
-                             text_of_seq: torch.Tensor) -> None:
+                             text_of_seq: torch.Tensor, alone: bool = True) -> None:
     """Rows robust in this batch whose sequence was not solved before are run again (no grad) in the
     batch their text's decode runs: that text's chunks in order (`codec.reference_decode`); one not
     robust there keeps training, its best state marked with the robust accuracy it has there. In
@@ -248,7 +384,7 @@ def _confirm_in_decode_shape(problem: Problem, best: _Best, rows: torch.Tensor, 
         mates = torch.nonzero(text_of_seq == text_of_seq[r % s])[:, 0]  # (K,) the text's chunks here, in order
         own = mates == r % s
         shape = torch.where(own, r, mates)  # row r for its own chunk
-        if torch.equal(shape, rows):
+        if alone and torch.equal(shape, rows):
             continue  # the training batch is that shape already
         logits, sub = problem.forward(shape)
         at = int(torch.nonzero(own)[0, 0])

@@ -28,8 +28,16 @@ class Problem(Protocol):
     # restart) are judged together, and their best state is kept together; otherwise a row alone.
     cohort_of_row: torch.Tensor
 
+    def inputs(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout | MemLayout]:
+        """(A,) rows -> (A, L, d) input embeddings (model dtype), and the layout with their mask."""
+        ...
+
+    def target_logits(self, logits: torch.Tensor, sub: BatchLayout | MemLayout) -> torch.Tensor:
+        """(A, L', V) logits of `inputs`, right-padded to any L' >= L -> (A, Nmax, V) predicting each row's tokens."""
+        ...
+
     def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, BatchLayout | MemLayout]:
-        """(A,) rows -> (A, Nmax, V) logits predicting each row's tokens, and the layout with their mask."""
+        """`inputs` through the model, then `target_logits`: (A,) rows -> (A, Nmax, V), and the layout."""
         ...
 
     def vectors(self, rows: torch.Tensor) -> list[dict[str, torch.Tensor]]:
