@@ -37,7 +37,7 @@ from .errors import (
 )
 from .metrics import c_tokens, h_lm, lead
 from .models import LanguageModel, load_model
-from .optimize import ProgressFn, Solution, check_inputs, optimize
+from .optimize import Optimization, ProgressFn, Run, Solution, check_inputs, step_runs
 from .problem import pad_right
 from .recipe import Arrangement, EncodeConfig, Method
 from .textio import check_unicode, first_difference
@@ -87,20 +87,83 @@ def encode_texts(
     progress: ProgressFn | None = None,
 ) -> list[Encoding]:
     """Optimise proto-tokens for many texts at once; every chunk of every text is one batch row."""
-    cfg = cfg or EncodeConfig()
-    check_inputs(lm, cfg, frozen_m)  # before any text is tokenised, let alone optimised
-    ids = [tokenize_checked(lm, t) for t in texts]
-    size = chunk_size(lm, cfg)
-    pieces = [chunk(x, size) for x in ids]
-    solutions = []
-    for batch in batches([(t, p) for t, ps in enumerate(pieces) for p in ps], cfg):
-        solutions += optimize(lm, [p for _, p in batch], cfg, frozen_m, progress, [t for t, _ in batch])
-    out, i = [], 0
-    for text, text_ids, ps in zip(texts, ids, pieces):
-        sols = solutions[i : i + len(ps)]
-        i += len(ps)
-        out.append(package(lm, cfg, text, text_ids, ps, sols))
-    return out
+    task = EncodeTask(lm, texts, cfg, frozen_m, progress)
+    while not task.done:
+        if task.run is None:
+            task.start_next()
+        step_runs(lm, [task.run])
+        task.advance()
+    return task.encodings
+
+
+class EncodeTask:
+    """One request's texts, from tokens to verified encodings: its chunks optimised one
+    optimisation batch (`batches`) at a time, then packaged. `encode_texts` steps it alone; a
+    continuous batch (prototok/continuous.py) steps its `run` beside other requests' runs, and
+    starts its next optimisation batch (`start_next`) when its turn comes.
+
+    Everything a bad request can fail on (options, tokenizer round trip) fails here, in the
+    constructor, before anything is optimised."""
+
+    def __init__(self, lm: LanguageModel, texts: list[str], cfg: EncodeConfig | None = None,
+                 frozen_m: torch.Tensor | None = None, progress: ProgressFn | None = None):
+        cfg = cfg or EncodeConfig()
+        check_inputs(lm, cfg, frozen_m)  # before any text is tokenised, let alone optimised
+        self.lm, self.texts, self.cfg, self.frozen_m, self.progress = lm, texts, cfg, frozen_m, progress
+        self.ids = [tokenize_checked(lm, t) for t in texts]
+        size = chunk_size(lm, cfg)
+        self.pieces = [chunk(x, size) for x in self.ids]
+        self.todo = batches([(t, p) for t, ps in enumerate(self.pieces) for p in ps], cfg)
+        self.solutions: list[Solution] = []
+        self.encodings: list[Encoding] | None = None if self.todo else []  # no texts: nothing to do
+        self.current: Optimization | None = None  # the optimisation batch under way, if one is
+        if self.todo:
+            self.start_next()
+
+    @property
+    def done(self) -> bool:
+        return self.encodings is not None
+
+    @property
+    def run(self) -> Run | None:
+        """The run to step now; None between optimisation batches (see `start_next`) and once done."""
+        return self.current.run if self.current is not None else None
+
+    @property
+    def rows(self) -> int:
+        """Rows the next step trains for this request (what it costs a batch now)."""
+        return self.current.run.active_rows if self.current is not None else 0
+
+    @property
+    def next_rows(self) -> int:
+        """Rows of the next optimisation batch, waiting for `start_next` (0 if none waits)."""
+        return len(self.todo[0]) * self.cfg.recipe.seeds if self.todo and self.current is None else 0
+
+    def start_next(self) -> None:
+        """Start the next optimisation batch."""
+        batch = self.todo.pop(0)
+        self.current = Optimization(self.lm, [p for _, p in batch], self.cfg, self.frozen_m, self.progress,
+                                    [t for t, _ in batch])
+
+    def advance(self) -> None:
+        """After a step: start the next phase, or close the optimisation batch that ended; once
+        every chunk is optimised, package the encodings (verified: each rebuilds its text, or this
+        raises). The next optimisation batch waits for `start_next`."""
+        if self.current is None:
+            return
+        self.current.advance()
+        if not self.current.done:
+            return
+        self.solutions += self.current.solutions
+        self.current = None
+        if self.todo:
+            return
+        out, i = [], 0
+        for text, text_ids, ps in zip(self.texts, self.ids, self.pieces):
+            sols = self.solutions[i : i + len(ps)]
+            i += len(ps)
+            out.append(package(self.lm, self.cfg, text, text_ids, ps, sols))
+        self.encodings = out
 
 
 def batches(seqs: list[T], cfg: EncodeConfig) -> list[list[T]]:

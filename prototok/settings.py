@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     progress_every: int = 10  # steps between progress reports to Redis
     heartbeat_ttl_s: int = 30  # a worker silent this long is dead: its models unlisted, its running job failed
     job_retries: int = 0  # re-runs of a job whose worker died or that raised; 0 = it ends failed with the reason
+    # rows (chunks x restarts) a worker optimises in one continuous batch, over all the jobs it holds;
+    # 0 = the default for its device (worker/runner.py), 1 = one job at a time
+    worker_max_rows: int = Field(0, ge=0)
     api_preload: bool = True  # the API loads PROTOTOK_MODEL at start-up so the first decode is not a model load
     api_decode_models: list[str] = Field(default_factory=list)  # extra models the API may load to decode
     # dtypes in which the API may keep another copy of a model, to decode encodings made in that

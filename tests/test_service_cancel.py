@@ -4,7 +4,7 @@ next step with nothing stored, and the worker goes on to the next job."""
 from __future__ import annotations
 
 import pytest
-from conftest import wait_for, wait_job
+from conftest import LocalWorker, wait_for, wait_job
 
 from service import safejob
 
@@ -15,6 +15,16 @@ LONG = "a text long enough that a random tiny model keeps optimising it for a lo
 
 def stored_for(conn, job_id: str) -> list[bytes]:
     return [k for k in conn.scan_iter("prototok:emb:*") if conn.hget(k, "job_id") == job_id.encode()]
+
+
+@pytest.fixture(scope="module")
+def tiny_worker(api):
+    """One job at a time (PROTOTOK_WORKER_MAX_ROWS=1), so a job posted behind a running one stays
+    queued (a batching worker would take it into its batch at the next step)."""
+    with api.configured(PROTOTOK_WORKER_MAX_ROWS="1"):
+        worker = LocalWorker("tiny-llama").start()
+    yield worker
+    worker.stop()
 
 
 def test_cancel_a_queued_and_a_running_job(api, tiny_worker, service_redis):

@@ -115,17 +115,17 @@ def test_callbacks_named_in_a_record_are_never_looked_up(service_redis):
 def test_a_job_whose_meta_is_not_json_is_failed_before_its_function_is_called(api, tiny_worker, service_redis,
                                                                                tmp_path, monkeypatch):
     """JSON data naming the encode job, pickled meta: the worker refuses the record before it
-    calls `encode_job` (which would fail at its first save, after starting), and goes on."""
-    import worker.jobs
+    starts the job's encode (`EncodeJob`, which would fail at its first save), and goes on."""
+    import worker.batch
 
     calls: list[tuple] = []
-    real = worker.jobs.encode_job
+    real = worker.batch.EncodeJob
 
-    def spy(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
+    def spy(job, *rest):
+        calls.append(job.args)
+        return real(job, *rest)
 
-    monkeypatch.setattr(worker.jobs, "encode_job", spy)  # what the worker's thread imports by name
+    monkeypatch.setattr(worker.batch, "EncodeJob", spy)  # what the worker's batch builds for each job it takes
     target = tmp_path / "pwned-by-queued-meta"
     meta = live_payload(MakesFile(str(target)), target)
     config = api.http.post("/v1/encode", json={"text": "cfg", "options": {"max_steps": 3}}).json()

@@ -112,3 +112,23 @@ def test_worker_survives_redis_killed_mid_job_and_at_the_final_store(outage_serv
     after = api.http.post("/v1/encode", json={"text": "next", "options": {"max_steps": 3}}).json()["job_id"]
     assert wait_job(api, after, 120, worker)["status"] == "finished"
     assert worker.alive()
+
+
+def test_a_batch_of_jobs_rides_out_redis_killed_mid_batch(outage_service):
+    """Three jobs in the worker's continuous batch when Redis dies: the batch keeps optimising,
+    and once Redis is back every job finishes, each text exact."""
+    server, api, worker = outage_service
+    texts = [f"{LONG}, batch member {i}" for i in range(3)]
+    ids = [api.http.post("/v1/encode", json={"text": t, "options": {"max_steps": 1200, "seeds": 1}}).json()["job_id"]
+           for t in texts]
+    wait_for(lambda: all(running_at(api, i, 5) for i in ids), 60, "three jobs running in one batch", worker, every=0.05)
+    server.kill9()
+    wait_for(lambda: logged(worker, "not saved (Redis unavailable)"), 60, "the worker to lose Redis", worker)
+    time.sleep(0.5)
+    server.start()
+    for job_id, text in zip(ids, texts):
+        body = wait_job(api, job_id, 120, worker)
+        assert body["status"] == "finished", body
+        [emb_id] = body["embedding_ids"]
+        assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == text
+    assert worker.alive() and not logged(worker, "quitting")

@@ -3,15 +3,19 @@
 Why SimpleWorker: RQ's default Worker forks a child per job, which would reload (or
 copy-on-write) the model per job and breaks CUDA, which does not survive fork. A
 SimpleWorker runs jobs in its own process, so the model loaded at start serves every job.
+It runs them in a continuous batch (worker/batch.py): the job RQ hands it, and the queue's
+next jobs, which join between optimisation steps while they fit under
+PROTOTOK_WORKER_MAX_ROWS rows.
 
-The price is that nothing outside the job watches it. RQ's forking worker refreshes the
-job's execution heartbeat from the parent; here a side thread (`Pulse`) does it, with a
-short TTL (PROTOTOK_HEARTBEAT_TTL_S). If the process dies (kill -9, OOM, host lost) the
-heartbeat stops, the job's StartedJobRegistry entry expires, and the next
-`StartedJobRegistry.cleanup()` (run by the API when asked about the job, by /metrics and
-by any live worker's maintenance) marks it failed with AbandonedJobError, or re-queues it
-when PROTOTOK_JOB_RETRIES allows. A hung job is ended by the job timeout (SIGALRM, which
-works because the job runs in the main thread).
+The price is that nothing outside the jobs watches them. RQ's forking worker refreshes a
+job's execution heartbeat from the parent; here a side thread (`Pulse`) does it for every job
+of the batch, with a short TTL (PROTOTOK_HEARTBEAT_TTL_S). If the process dies (kill -9, OOM,
+host lost) the heartbeats stop, the jobs' StartedJobRegistry entries expire, and the next
+`StartedJobRegistry.cleanup()` (run by the API when asked about a job, by /metrics and
+by any live worker's maintenance) marks each failed with AbandonedJobError, or re-queues it
+when PROTOTOK_JOB_RETRIES allows. A job past its time limit fails at the next step; a step
+that hangs is ended by SIGALRM (the death penalty, which works because the batch runs in the
+main thread).
 
 Redis outages: every Redis call RQ makes around a job (marking it started, finished or
 failed, heartbeats, maintenance, suspension checks) is retried with backoff (worker/retry.py)
@@ -33,15 +37,19 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.worker import SimpleWorker, WorkerStatus
 
-from prototok import LanguageModel, PrototokError
+from prototok import LanguageModel, PrototokError, load_model
 from prototok.settings import Settings
 from prototok.starts import find_start, m_digest
 from service import safejob
 from service.queues import announce, queue_name
 
+from .batch import JobBatch
 from .retry import REDIS_DOWN, best_effort, retrying
 
 log = logging.getLogger("prototok.worker")
+
+CPU_MAX_ROWS = 16  # rows of a continuous batch by default on a CPU (bench/results/continuous.md)
+CUDA_MAX_ROWS = 256  # on a GPU: a row there costs next to nothing beside the weight reads; not yet measured
 
 
 class Pulse:
@@ -76,15 +84,22 @@ class ModelWorker(SimpleWorker):
     """SimpleWorker whose running job keeps a short heartbeat, so a dead worker's job fails soon."""
 
     heartbeat_ttl_s: int = 30
+    model: str = ""  # the model it serves (loaded before the first job)
+    max_rows: int = 1  # rows of its continuous batch (PROTOTOK_WORKER_MAX_ROWS)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """TTL of the job's started-registry entry: short, because the pulse keeps renewing it."""
         return self.heartbeat_ttl_s
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = retrying(f"job {job.id}: starting", lambda: self.prepare_execution(job))
-        with Pulse(lambda: self.maintain_heartbeats(job, execution), self.heartbeat_ttl_s / 3, "job-heartbeat"):
-            self.perform_job(job, queue, execution)
+        """Run `job` in a continuous batch (worker/batch.py) that takes more of the queue's jobs
+        between steps while they fit, until the batch is empty; one pulse renews every job's heartbeat."""
+        batch = JobBatch(self, load_model(self.model), self.max_rows)
+        batch.join(job, queue)
+        with Pulse(batch.heartbeats, self.heartbeat_ttl_s / 3, "job-heartbeat"):
+            while batch:
+                batch.admit()
+                batch.step()
         retrying("worker state", lambda: self.set_state(WorkerStatus.IDLE))
 
     # RQ's bookkeeping around a job, each retried rather than let a Redis error out of the work loop
@@ -153,4 +168,13 @@ def model_worker(conn: Redis, settings: Settings, model: str, name: str,
     worker = cls([queue], connection=conn, name=name, default_result_ttl=settings.job_result_ttl_s,
                  job_class=safejob.SafeJob, serializer=safejob.SERIALIZER)
     worker.heartbeat_ttl_s = settings.heartbeat_ttl_s
+    worker.model, worker.max_rows = model, worker_max_rows(settings, load_model(model))
     return worker
+
+
+def worker_max_rows(settings: Settings, lm: LanguageModel) -> int:
+    """PROTOTOK_WORKER_MAX_ROWS, or (0) the default for the model's device: CUDA_MAX_ROWS on a
+    GPU, CPU_MAX_ROWS on a CPU (bench/results/continuous.md)."""
+    if settings.worker_max_rows > 0:
+        return settings.worker_max_rows
+    return CUDA_MAX_ROWS if lm.device.type == "cuda" else CPU_MAX_ROWS

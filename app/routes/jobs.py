@@ -95,15 +95,17 @@ def failure(job: Job, step: int) -> tuple[str, str]:
 
 def place_in_queue(view: JobView, job: Job, conn: Redis, workers: int) -> None:
     """Jobs ahead of this one, and a rough time to its end: the model's typical encode time for
-    each job ahead (shared among its live workers), half of one for each running job, and one
-    for itself. Rough by design: jobs differ in size; it says minutes vs hours."""
+    each job ahead, shared among the jobs that run at once (its live workers, or more: a worker's
+    continuous batch runs several), half of one for each running job, and one for itself. Rough
+    by design: jobs differ in size; it says minutes vs hours."""
     queue = safejob.queue(job.origin, conn)
     view.queue_position = queue.get_job_position(job.id)
     typical = typical_encode_seconds(conn, view.model) if view.model else None
     if view.queue_position is None or not workers or typical is None:
         return
     running = safejob.registry(StartedJobRegistry, job.origin, conn).count
-    view.eta_s = round(typical * ((view.queue_position + running / 2) / workers + 1), 3)
+    at_once = max(workers, running)
+    view.eta_s = round(typical * ((view.queue_position + running / 2) / at_once + 1), 3)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses={s: {"model": ErrorBody} for s in (404, 500)},
