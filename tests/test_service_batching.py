@@ -131,3 +131,24 @@ def test_a_killed_worker_fails_every_job_of_its_batch(process_api, service_logs)
         worker.stop()
     assert [(b["status"], b["error_code"]) for b in bodies] == [("failed", "worker_died")] * 3, bodies
     assert time.monotonic() - killed_at < 10 * HEARTBEAT_TTL_S
+
+
+def test_the_eta_of_a_queued_job_counts_the_jobs_a_batch_runs_at_once(api, service_redis):
+    """Three jobs running in one worker's batch share it: the job queued behind them waits about
+    half a typical job for the running ones (shared three ways) and one for itself."""
+    from service.durations import RECENT_PREFIX
+
+    with worker_on(api, "prototok-batch-eta", 3) as worker:
+        ids = [post(api, f"one row {i}", 5000) for i in range(3)]  # under 32 tokens: one row each
+        worker.start()
+        wait_for(lambda: all(api.http.get(f"/v1/jobs/{i}").json()["status"] == "running" for i in ids), 60,
+                 "three jobs in one batch", worker)
+        service_redis.delete(RECENT_PREFIX + "tiny-llama")
+        service_redis.lpush(RECENT_PREFIX + "tiny-llama", 10, 10, 10)  # a typical job: 10 s
+        queued = post(api, "behind a full batch", 5)  # one row more than the cap: it waits
+        view = api.http.get(f"/v1/jobs/{queued}").json()
+        for job_id in ids:
+            api.http.delete(f"/v1/jobs/{job_id}")
+        assert wait_job(api, queued, 120, worker)["status"] == "finished"
+    assert (view["status"], view["queue_position"]) == ("queued", 0), view
+    assert view["eta_s"] == pytest.approx(10 * (0 + 3 / 2) / 3 + 10)  # one job at a time per worker: 25 s
