@@ -34,7 +34,8 @@ def main() -> int:
     conn = connect(settings.redis_url)
     name = f"{socket.gethostname()}.{os.getpid()}"
     worker = model_worker(conn, settings, model, name)
-    log.info("worker %s serves %s on %s from queue %s", name, model, lm.device, worker.queues[0].name)
+    log.info("worker %s serves %s on %s from queue %s, a continuous batch of up to %d rows "
+             "(PROTOTOK_WORKER_MAX_ROWS)", name, model, lm.device, worker.queues[0].name, worker.max_rows)
     ttl = settings.heartbeat_ttl_s
     try:
         with Pulse(lambda: announce_serving(conn, lm, model, name, ttl), ttl / 3, "announce"):
