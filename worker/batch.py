@@ -78,6 +78,7 @@ class JobBatch:
         self.turn_to_queue = True  # whose turn the next free rows are: the queue's, or a waiting request's
         self.lock = threading.Lock()  # the pulse's heartbeats never renew a job the batch is ending
         self.quiet_until = 0.0  # after Redis failed the queue, steps go on without asking it for a while
+        self.head_rows: dict[str, int] = {}  # the queue's head job -> the rows of its first optimisation batch
 
     def __bool__(self) -> bool:
         return bool(self.members)
@@ -162,8 +163,13 @@ class JobBatch:
 
     def _first_rows(self, job_id: str, queue: Queue) -> int:
         """Rows of a queued job's first optimisation batch: its chunks, times its restarts (capped
-        like the task's own batches). A record that cannot be read counts as one row: it is taken,
-        and refused when it joins."""
+        like the task's own batches), worked out once per job. A record that cannot be read counts
+        as one row: it is taken, and refused when it joins."""
+        if job_id not in self.head_rows:
+            self.head_rows = {job_id: self._count_rows(job_id, queue)}  # only the head's is ever asked again
+        return self.head_rows[job_id]
+
+    def _count_rows(self, job_id: str, queue: Queue) -> int:
         try:
             job = queue.fetch_job(job_id)
             texts, _, config = job.args
