@@ -14,7 +14,7 @@ requests (the worker's step at R rows), to choose a device's default cap.
 
 Run: python -m bench.continuous [--n 8 32] [--caps 1 0] [--model M] [--max-steps S]
 On a GPU (timing with a random 1B-class Llama, which never converges, so --max-steps bounds it):
-  python -m bench.continuous --random-model 1b --n 256 --caps 1 0 --max-steps 50
+  python -m bench.continuous --random-model 1b --n 256 --caps 1 0 --max-steps 50 --storage float32
 """
 
 from __future__ import annotations
@@ -191,13 +191,15 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--random-model", choices=["1b"], help="time a random-init model of this size instead")
     ap.add_argument("--max-steps", type=int, default=None, help="step budget of every job (default: the recipe's)")
+    ap.add_argument("--storage", default=None, help="the jobs' storage (default: the service's, int8, whose polish "
+                                                    "adds up to 100 steps to a text that misses the margin)")
     ap.add_argument("--step-rows", type=int, nargs="*", help="time one step at these row counts instead")
     ap.add_argument("--steps", type=int, default=10, help="with --step-rows: steps timed per row count")
     args = ap.parse_args()
     if args.step_rows:
         step_rows(args.step_rows, args.steps, args.model)
         return
-    options = {"max_steps": args.max_steps} if args.max_steps else {}
+    options = {k: v for k, v in (("max_steps", args.max_steps), ("storage", args.storage)) if v}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-continuous-") as tmpdir:
         tmp = Path(tmpdir)
         model = random_model(args.random_model, tmp) if args.random_model else args.model
