@@ -41,6 +41,12 @@ from .load import free_port, service_env, spawn, start_redis, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("prose", "prose", "random", "mixed")  # the texts' kinds, in turn
+RANDOM_SHAPES = {  # --random-model: Llama shapes (SmolLM2's tokenizer); "small" checks the command on a CPU
+    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+           "num_key_value_heads": 8},
+    "small": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2},
+}
 
 
 def eval_texts(n: int) -> list[str]:
@@ -138,11 +144,9 @@ def random_model(size: str, into: Path) -> str:
 
     from prototok import load_model
 
-    shapes = {"1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-                     "num_attention_heads": 32, "num_key_value_heads": 8}}
     tok = load_model().tokenizer
     cfg = LlamaConfig(vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **shapes[size])
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **RANDOM_SHAPES[size])
     path = into / f"random-llama-{size}"
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -189,7 +193,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[8, 32], help="jobs posted at once")
     ap.add_argument("--caps", type=int, nargs="+", default=[1, 0], help="PROTOTOK_WORKER_MAX_ROWS per side (0: default)")
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--random-model", choices=["1b"], help="time a random-init model of this size instead")
+    ap.add_argument("--random-model", choices=sorted(RANDOM_SHAPES), help="time a random-init model of this size")
     ap.add_argument("--max-steps", type=int, default=None, help="step budget of every job (default: the recipe's)")
     ap.add_argument("--storage", default=None, help="the jobs' storage (default: the service's, int8, whose polish "
                                                     "adds up to 100 steps to a text that misses the margin)")
