@@ -48,8 +48,11 @@ from .retry import REDIS_DOWN, best_effort, retrying
 
 log = logging.getLogger("prototok.worker")
 
-CPU_MAX_ROWS = 16  # rows of a continuous batch by default on a CPU (bench/results/continuous.md)
-CUDA_MAX_ROWS = 256  # on a GPU: a row there costs next to nothing beside the weight reads; not yet measured
+# Rows of a continuous batch by default, by device and dtype: where a step's rows-per-second peaks
+# (bench/results/continuous-step-rows.md). A CPU in float32 (no native bfloat16) peaks at 4 rows, past
+# which a row costs more again; one with AMX in bfloat16 was still gaining at 16 (bench/results/levers.md).
+CPU_MAX_ROWS = {"float32": 4, "bfloat16": 16}
+CUDA_MAX_ROWS = 256  # a GPU row costs next to nothing beside the weight reads; not measured on a GPU yet
 
 
 class Pulse:
@@ -173,8 +176,9 @@ def model_worker(conn: Redis, settings: Settings, model: str, name: str,
 
 
 def worker_max_rows(settings: Settings, lm: LanguageModel) -> int:
-    """PROTOTOK_WORKER_MAX_ROWS, or (0) the default for the model's device: CUDA_MAX_ROWS on a
-    GPU, CPU_MAX_ROWS on a CPU (bench/results/continuous.md)."""
+    """PROTOTOK_WORKER_MAX_ROWS, or (0) the default for the model's device and dtype."""
     if settings.worker_max_rows > 0:
         return settings.worker_max_rows
-    return CUDA_MAX_ROWS if lm.device.type == "cuda" else CPU_MAX_ROWS
+    if lm.device.type == "cuda":
+        return CUDA_MAX_ROWS
+    return CPU_MAX_ROWS.get(str(lm.dtype).removeprefix("torch."), CPU_MAX_ROWS["float32"])
