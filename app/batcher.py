@@ -45,8 +45,8 @@ import torch
 from prototok import Encoding, load_model
 from prototok.models import configure_threads
 from prototok.recipe import Arrangement
-from prototok.settings import Settings
 from service.errors import ServiceError
+from service.settings import ServiceSettings
 
 from .decode_pass import Job, Outcome, decode_threads, lower_priority, run_batch
 from .decode_process import DecodeProcess, DecodeUnavailable
@@ -73,7 +73,7 @@ class Runner(Protocol):
 class InThread:
     """PROTOTOK_DECODE_PROCESS=false: the passes run in the lane's thread of the API process."""
 
-    def __init__(self, model: str, settings: Settings):
+    def __init__(self, model: str, settings: ServiceSettings):
         self.model, self.dtypes = model, list(settings.api_decode_dtypes)
         self.threads, self.nice = decode_threads(settings), settings.decode_nice
 
@@ -115,7 +115,7 @@ class DecodeLane:
     """The decoding lane of one model: the bounded queue, and the thread that gathers batches
     from it and has its runner decode them."""
 
-    def __init__(self, model: str, settings: Settings):
+    def __init__(self, model: str, settings: ServiceSettings):
         self.model, self.settings = model, settings
         self.runner: Runner = DecodeProcess(model, settings) if settings.decode_process else InThread(model, settings)
         self.waiting: queue.Queue[Pending | None] = queue.Queue(maxsize=settings.decode_queue_max)
@@ -215,7 +215,7 @@ _lanes: dict[str, DecodeLane] = {}
 _lanes_lock = threading.Lock()
 
 
-def lane(model: str, settings: Settings) -> DecodeLane:
+def lane(model: str, settings: ServiceSettings) -> DecodeLane:
     """The model's lane, started on first use (one thread and one decode process per model, until
     the API shuts down)."""
     with _lanes_lock:

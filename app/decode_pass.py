@@ -29,7 +29,7 @@ import torch
 from prototok import Encoding, LanguageModel, decode, decode_ids, load_model
 from prototok.codec import Decoded, check_vectors, dtype_name
 from prototok.recipe import Arrangement
-from prototok.settings import Settings
+from service.settings import ServiceSettings
 
 log = logging.getLogger("prototok.api")
 
@@ -143,5 +143,5 @@ def lower_priority(nice: int, whole_process: bool = False) -> None:
             log.warning("could not lower the decode passes' priority: %s", exc)
 
 
-def decode_threads(settings: Settings) -> int:
+def decode_threads(settings: ServiceSettings) -> int:
     return settings.decode_threads or max(1, (os.cpu_count() or 2) - 1)

@@ -53,8 +53,8 @@ from prototok.codec import Decoded
 from prototok.errors import PrototokError
 from prototok.models import configure_threads
 from prototok.recipe import Arrangement
-from prototok.settings import Settings
 from service.errors import ServiceError
+from service.settings import ServiceSettings
 
 from .decode_pass import Job, Outcome, VectorsResult, decode_threads, lower_priority, run_batch
 
@@ -203,7 +203,7 @@ class DecodeProcess:
     """The API's handle on one model's decode process: started on first use, started afresh
     after a death. Used by one thread at a time (the model's lane)."""
 
-    def __init__(self, model: str, settings: Settings):
+    def __init__(self, model: str, settings: ServiceSettings):
         self.model, self.dtypes = model, list(settings.api_decode_dtypes)
         self.threads, self.nice = decode_threads(settings), settings.decode_nice
         self.pass_timeout = settings.decode_pass_timeout

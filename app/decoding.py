@@ -22,19 +22,19 @@ import threading
 from prototok import load_model
 from prototok.errors import UnknownModel
 from prototok.models import canonical_name
-from prototok.settings import Settings
+from service.settings import ServiceSettings
 
 from .batcher import lane
 
 log = logging.getLogger("prototok.api")
 
 
-def allowed_models(settings: Settings) -> set[str]:
+def allowed_models(settings: ServiceSettings) -> set[str]:
     """The canonical names of the models this API decodes with, from its settings alone."""
     return {canonical_name(n) for n in (settings.model, *settings.api_decode_models)}
 
 
-def allowed_model(name: str | None, settings: Settings) -> str:
+def allowed_model(name: str | None, settings: ServiceSettings) -> str:
     """The canonical name of the model a request (its `model`, an upload's or a stored encoding's)
     asks to decode with, if this API is configured to decode with it; else UnknownModel (404)."""
     model = canonical_name(name or settings.model)
@@ -44,7 +44,7 @@ def allowed_model(name: str | None, settings: Settings) -> str:
     return model
 
 
-def preload(settings: Settings) -> threading.Thread | None:
+def preload(settings: ServiceSettings) -> threading.Thread | None:
     """Load the default model at start-up so the first decode does not pay for it: its lane starts
     now, and its decode process (or, without one, the lane's thread) loads the model. On the old
     path (PROTOTOK_DECODE_BATCHING=false) a thread of the API loads it. Returns that thread."""

@@ -14,13 +14,13 @@ from fastapi import Depends
 from redis import Redis
 from rq import Queue
 
-from prototok.settings import Settings, get_settings
 from service import safejob
 from service.queues import queue_name
+from service.settings import ServiceSettings, get_settings
 from service.store import EncodingStore
 
 
-def settings_dep() -> Settings:
+def settings_dep() -> ServiceSettings:
     return get_settings()
 
 
@@ -30,7 +30,7 @@ def redis_for(url: str) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=3, socket_timeout=15, health_check_interval=30)
 
 
-def redis_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Redis:
+def redis_dep(settings: Annotated[ServiceSettings, Depends(settings_dep)]) -> Redis:
     return redis_for(settings.redis_url)
 
 
@@ -39,12 +39,12 @@ def store_dep(conn: Annotated[Redis, Depends(redis_dep)]) -> EncodingStore:
 
 
 def queues_dep(conn: Annotated[Redis, Depends(redis_dep)],
-               settings: Annotated[Settings, Depends(settings_dep)]) -> Callable[[str], Queue]:
+               settings: Annotated[ServiceSettings, Depends(settings_dep)]) -> Callable[[str], Queue]:
     """model name -> that model's queue (the model comes from the body, so a factory)."""
     return lambda model: safejob.queue(queue_name(settings, model), conn, default_timeout=settings.job_timeout_s)
 
 
-SettingsDep = Annotated[Settings, Depends(settings_dep)]
+SettingsDep = Annotated[ServiceSettings, Depends(settings_dep)]
 RedisDep = Annotated[Redis, Depends(redis_dep)]
 StoreDep = Annotated[EncodingStore, Depends(store_dep)]
 QueuesDep = Annotated[Callable[[str], Queue], Depends(queues_dep)]

@@ -437,11 +437,11 @@ def main() -> None:
     if shutil.which("redis-server") is None:
         sys.exit("bench.load needs redis-server")
     torch.set_num_threads(1)
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    max_tokens = Settings().max_decode_tokens
+    max_tokens = ServiceSettings().max_decode_tokens
     extra = dict(kv.split("=", 1) for kv in args.api_env)
-    lane = Settings(**{k.removeprefix("PROTOTOK_").lower(): v for k, v in extra.items() if k.startswith("PROTOTOK_")})
+    lane = ServiceSettings(**{k.removeprefix("PROTOTOK_").lower(): v for k, v in extra.items() if k.startswith("PROTOTOK_")})
     record: dict = {"machine": machine(), "args": vars(args), "model": args.model, "paths": [],
                     "max_decode_tokens": max_tokens,
                     "lane": {k: getattr(lane, k) for k in ("decode_threads", "decode_nice", "decode_batch_tokens",

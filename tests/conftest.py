@@ -33,7 +33,7 @@ import torch
 
 from prototok import EncodeConfig, load_model
 from prototok.recipe import TUNED
-from prototok.settings import get_settings
+from service.settings import clear_cache, get_settings
 
 
 @pytest.fixture(scope="session")
@@ -224,7 +224,7 @@ def wait_job(api, job_id: str, timeout: float, proc=None, every: float = 0.25) -
 
 def use_settings(patch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     """Make `env`'s PROTOTOK_* variables this process's settings, as they would be a process's."""
-    from prototok.settings import get_settings
+    from service.settings import clear_cache
 
     for name in [n for n in os.environ if n.startswith("PROTOTOK_") and not n.startswith("PROTOTOK_TEST_")]:
         if name not in env:
@@ -232,7 +232,7 @@ def use_settings(patch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     for name, value in env.items():
         if name.startswith("PROTOTOK_"):
             patch.setenv(name, value)
-    get_settings.cache_clear()
+    clear_cache()
 
 
 class ApiLogFormat(logging.Formatter):
@@ -297,19 +297,19 @@ class LocalApi:
         """Other settings for a while, as another API process started with them would have
         (with its own decode lanes, started on first use with these settings)."""
         from app.batcher import close_lanes
-        from prototok.settings import get_settings
+        from service.settings import clear_cache
 
         with pytest.MonkeyPatch.context() as patch:
             for name, value in env.items():
                 patch.setenv(name, value)
-            get_settings.cache_clear()
+            clear_cache()
             close_lanes()
             try:
                 yield self
             finally:
                 close_lanes()
-                get_settings.cache_clear()
-        get_settings.cache_clear()
+                clear_cache()
+        clear_cache()
 
     @property
     def port(self) -> int:
@@ -347,7 +347,7 @@ class LocalApi:
         return r.json().get("models", []) if r.status_code in (200, 503) else []
 
     def close(self) -> None:
-        from prototok.settings import get_settings
+        from service.settings import clear_cache
 
         if self._server is not None:
             self._server.should_exit = True
@@ -358,7 +358,7 @@ class LocalApi:
         logging.getLogger().removeHandler(self._handler)
         self._handler.close()
         self._patch.undo()
-        get_settings.cache_clear()
+        clear_cache()
 
 
 class LocalWorker:
@@ -373,7 +373,6 @@ class LocalWorker:
     """
 
     def __init__(self, model: str = "tiny-llama"):
-        from prototok.settings import get_settings
         from worker.retry import connect
         from worker.runner import Pulse, announce_serving
 
@@ -394,7 +393,6 @@ class LocalWorker:
     def start(self) -> LocalWorker:
         from rq.timeouts import TimerDeathPenalty
 
-        from prototok.settings import get_settings
         from worker.runner import ModelWorker, model_worker
 
         class ThreadWorker(ModelWorker):
@@ -427,7 +425,6 @@ class LocalWorker:
 
     def burst(self) -> None:
         """Run every job now queued for the model, in this thread, with the same worker each time."""
-        from prototok.settings import get_settings
         from worker.runner import model_worker
 
         if self._burst_worker is None:
@@ -518,6 +515,6 @@ def api_headers(api_key) -> dict[str, str]:
 def start_cache(tmp_path, monkeypatch):
     """PROTOTOK_CACHE_DIR in a fresh directory, where `prototok start train` writes a model's start."""
     monkeypatch.setenv("PROTOTOK_CACHE_DIR", str(tmp_path))
-    get_settings.cache_clear()
+    clear_cache()
     yield tmp_path
-    get_settings.cache_clear()
+    clear_cache()

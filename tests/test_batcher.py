@@ -16,7 +16,7 @@ from app.telemetry import DECODE_BATCH
 from prototok import decode_vectors, encode_texts
 from prototok.errors import BadVectors, DecodeMismatch
 from prototok.recipe import Arrangement
-from prototok.settings import Settings
+from service.settings import ServiceSettings
 
 TEXTS = ["one", "a second text", "the third, longest text of all", "four"]
 
@@ -35,7 +35,7 @@ def lane(request) -> Iterator[Callable[..., DecodeLane]]:
     made: list[DecodeLane] = []
 
     def make(**settings) -> DecodeLane:
-        made.append(DecodeLane("tiny-llama", Settings(decode_process=request.param == "process", decode_threads=1,
+        made.append(DecodeLane("tiny-llama", ServiceSettings(decode_process=request.param == "process", decode_threads=1,
                                                       **settings)))
         return made[-1]
 

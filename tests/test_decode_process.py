@@ -21,7 +21,7 @@ from app.decode_process import DecodeUnavailable, error_of, plain_loads
 from prototok import encode_texts
 from prototok.errors import BadVectors, DecodeMismatch
 from prototok.recipe import TUNED, EncodeConfig
-from prototok.settings import Settings
+from service.settings import ServiceSettings
 
 TEXTS = ["one", "a second text", "the third, longest text of all"]
 
@@ -33,7 +33,7 @@ def encodings(tiny):
 
 @pytest.fixture
 def decodes() -> Iterator[DecodeLane]:
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0)).start()
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0)).start()
     yield lane
     lane.close()
 
@@ -64,7 +64,7 @@ def test_a_killed_decode_process_fails_its_batch_with_503_and_the_next_decode_ge
 @pytest.fixture
 def impatient() -> Iterator[DecodeLane]:
     """A lane whose decode process has 5 s to answer a batch (tiny-llama's passes take milliseconds)."""
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0,
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0,
                                              decode_pass_timeout=5)).start()
     yield lane
     lane.close()
@@ -114,7 +114,7 @@ def test_a_decode_process_killed_while_idle_is_replaced_without_an_error(decodes
 
 
 def test_closing_a_lane_ends_its_process_and_fails_what_waits(encodings):
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1)).start()
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_process=True, decode_threads=1)).start()
     assert lane.submit_encoding(encodings[0]).result(120).text == TEXTS[0]
     proc = lane.runner.proc
     lane.close()
@@ -126,7 +126,7 @@ def test_closing_a_lane_ends_its_process_and_fails_what_waits(encodings):
 def test_the_decode_process_and_its_torch_threads_run_at_the_lane_niceness(encodings):
     """PROTOTOK_DECODE_NICE renices the whole process, torch's worker threads included (never
     above the API's own priority: a niceness only goes up)."""
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=2, decode_nice=7)).start()
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_process=True, decode_threads=2, decode_nice=7)).start()
     try:
         assert lane.submit_encoding(encodings[2]).result(120).text == TEXTS[2]  # a pass: torch's threads exist
         pid = lane.runner.proc.pid
@@ -219,7 +219,7 @@ class Boom:
 def test_the_pipe_reads_plain_data_only(tmp_path):
     plain = {"jobs": [{"encoding": b"\x00bytes", "lengths": [3, 4], "sink": True, "x": 1.5, "n": None}], "t": (1,)}
     assert plain_loads(pickle.dumps(plain)) == plain
-    for thing in (Boom(tmp_path / "pwned"), Settings(), torch.zeros(2)):
+    for thing in (Boom(tmp_path / "pwned"), ServiceSettings(), torch.zeros(2)):
         with pytest.raises(pickle.UnpicklingError, match="refused"):
             plain_loads(pickle.dumps(thing))
     assert not (tmp_path / "pwned").exists()

@@ -88,12 +88,12 @@ def cli(monkeypatch):
     from typer.testing import CliRunner
 
     from prototok.cli import app
-    from prototok.settings import get_settings
+    from service.settings import clear_cache
 
     monkeypatch.setenv("PROTOTOK_REDIS_URL", SERVICE_REDIS_URL)
-    get_settings.cache_clear()
+    clear_cache()
     yield lambda *args: CliRunner().invoke(app, list(args))
-    get_settings.cache_clear()
+    clear_cache()
 
 
 def test_keys_cli_create_list_revoke(api, service_redis, cli):
@@ -309,9 +309,9 @@ def test_redis_down_is_a_503_that_does_not_name_the_host():
 
     from app.deps import settings_dep
     from app.main import app
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    app.dependency_overrides[settings_dep] = lambda: Settings(redis_url="redis://127.0.0.1:9/0")
+    app.dependency_overrides[settings_dep] = lambda: ServiceSettings(redis_url="redis://127.0.0.1:9/0")
     try:
         client = TestClient(app, raise_server_exceptions=False)
         for path in (f"/v1/jobs/{RANDOM_ID}", "/readyz"):
@@ -440,12 +440,12 @@ def test_auth_off_is_an_open_sandbox(service_redis, tiny_worker, monkeypatch):
 
     from app.deps import settings_dep
     from app.main import app
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
     monkeypatch.setenv("PROTOTOK_AUTH", "off")
-    assert Settings().auth is False
+    assert ServiceSettings().auth is False
 
-    app.dependency_overrides[settings_dep] = lambda: Settings(redis_url=SERVICE_REDIS_URL, auth=False,
+    app.dependency_overrides[settings_dep] = lambda: ServiceSettings(redis_url=SERVICE_REDIS_URL, auth=False,
                                                               model="tiny-llama")
     try:
         client = TestClient(app, raise_server_exceptions=False)

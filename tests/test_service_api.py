@@ -44,9 +44,9 @@ def test_job_runs_reports_progress_and_finishes(finished):
     # Below float32 (the service's default storage is int8) a straight-through polish follows the
     # optimisation, and the job's step budget counts it too.
     from prototok.recipe import TUNED
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    budget = STEPS + (TUNED.ste_steps if Settings().storage != "float32" else 0)
+    budget = STEPS + (TUNED.ste_steps if ServiceSettings().storage != "float32" else 0)
     assert finished["progress"]["max_steps"] == budget
     last = finished["progress"]["step"]
     assert 0 < last <= budget
@@ -165,9 +165,9 @@ def test_a_rank_above_the_models_hidden_size_fails_the_job_as_invalid_input(api,
 
 def test_step_budget_is_capped():
     from app.schemas import EncodeOptions
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    cfg = EncodeOptions(max_steps=10**6).to_config(Settings(max_steps_limit=50))
+    cfg = EncodeOptions(max_steps=10**6).to_config(ServiceSettings(max_steps_limit=50))
     assert cfg.recipe.max_steps == 50
 
 

@@ -25,11 +25,11 @@ from rq import get_current_job
 from rq.job import Job
 
 from prototok import Encoding, PrototokError, decode, encode_texts, load_model
-from prototok.settings import get_settings
 from service import cancel
 from service.durations import record_encode
 from service.queues import config_from_dict
 from service.safejob import SERIALIZER
+from service.settings import get_settings
 from service.store import EncodingStore
 
 from .progress import ProgressReporter, strip

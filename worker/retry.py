@@ -18,7 +18,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from prototok.settings import get_settings
+from service.settings import get_settings
 
 log = logging.getLogger("prototok.worker")
 

@@ -34,10 +34,10 @@ from rq.registry import FailedJobRegistry
 from rq.worker import SimpleWorker, WorkerStatus
 
 from prototok import LanguageModel, PrototokError
-from prototok.settings import Settings
 from prototok.starts import find_start, m_digest
 from service import safejob
 from service.queues import announce, queue_name
+from service.settings import ServiceSettings
 
 from .retry import REDIS_DOWN, best_effort, retrying
 
@@ -145,7 +145,7 @@ def start_digest(lm: LanguageModel) -> str | None:
     return "" if start is None else m_digest(start.m)
 
 
-def model_worker(conn: Redis, settings: Settings, model: str, name: str,
+def model_worker(conn: Redis, settings: ServiceSettings, model: str, name: str,
                  cls: type[ModelWorker] = ModelWorker) -> ModelWorker:
     """The worker `python -m worker` runs: the model's queue, JSON-only jobs (service/safejob.py), the
     settings' result TTL and heartbeat. `cls` lets the tests run the same worker on a thread."""

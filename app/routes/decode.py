@@ -22,8 +22,8 @@ import prototok
 from prototok import Encoding, decode, decode_vectors, load_model
 from prototok.encoding import check_positions
 from prototok.errors import BadVectors, InvalidInput
-from prototok.settings import Settings
 from service.errors import ServiceError
+from service.settings import ServiceSettings
 
 from ..batcher import lane
 from ..decoding import allowed_model
@@ -48,7 +48,7 @@ class UploadTooLarge(ServiceError):
     code, status = "payload_too_large", 413
 
 
-def vectors_of(req: DecodeRequest, settings: Settings) -> tuple[str, torch.Tensor, torch.Tensor]:
+def vectors_of(req: DecodeRequest, settings: ServiceSettings) -> tuple[str, torch.Tensor, torch.Tensor]:
     """(model, e, m) of a JSON request, its size checked before the tensors are built."""
     check_positions(req.lengths(), settings.max_decode_tokens, "this request")
     model = allowed_model(req.model, settings)
@@ -58,7 +58,7 @@ def vectors_of(req: DecodeRequest, settings: Settings) -> tuple[str, torch.Tenso
         raise BadVectors(f"e and m must be rectangular arrays of numbers: {exc}") from exc
 
 
-def upload_of(blob: bytes, settings: Settings) -> tuple[str, Encoding]:
+def upload_of(blob: bytes, settings: ServiceSettings) -> tuple[str, Encoding]:
     """(model, encoding) of an upload, its size judged from the header before anything is built."""
     enc = Encoding.from_bytes(blob, max_tokens=settings.max_decode_tokens)
     return allowed_model(enc.model, settings), enc
@@ -75,7 +75,7 @@ def upload_answer(model: str, out: prototok.Decoded) -> DecodedText:
                        accuracy=out.accuracy, dtype=out.dtype)
 
 
-def from_vectors(req: DecodeRequest, settings: Settings) -> DecodedText:
+def from_vectors(req: DecodeRequest, settings: ServiceSettings) -> DecodedText:
     """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
     model, e, m = vectors_of(req, settings)
     start = time.perf_counter()
@@ -83,7 +83,7 @@ def from_vectors(req: DecodeRequest, settings: Settings) -> DecodedText:
     return vectors_answer(model, req, text, time.perf_counter() - start)
 
 
-def from_file(blob: bytes, settings: Settings) -> DecodedText:
+def from_file(blob: bytes, settings: ServiceSettings) -> DecodedText:
     """The old path for an upload."""
     model, enc = upload_of(blob, settings)
     [out] = decode(load_model(model), [enc])

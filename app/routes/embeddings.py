@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from prototok import Decoded, Encoding, decode, load_model
-from prototok.settings import Settings
 from service.keys import Caller
+from service.settings import ServiceSettings
 from service.store import EncodingStore
 
 from ..auth import CallerDep
@@ -56,7 +56,7 @@ def get_embedding(emb_id: str, request: Request, store: StoreDep, caller: Caller
     )
 
 
-def stored_encoding(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> Encoding:
+def stored_encoding(emb_id: str, store: EncodingStore, caller: Caller, settings: ServiceSettings) -> Encoding:
     enc = store.get(emb_id, caller).encoding(settings.max_decode_tokens)
     allowed_model(enc.model, settings)  # a stored encoding can name any model: decode only with configured ones
     return enc
@@ -68,7 +68,7 @@ def text_view(out: Decoded, model: str) -> TextView:
                     length=len(out.ids), dtype=out.dtype)
 
 
-def text_now(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> TextView:
+def text_now(emb_id: str, store: EncodingStore, caller: Caller, settings: ServiceSettings) -> TextView:
     """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
     enc = stored_encoding(emb_id, store, caller, settings)
     [out] = decode(load_model(enc.model), [enc])  # a configured model: stored_encoding checked it
