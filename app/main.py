@@ -44,6 +44,8 @@ async def lifespan(_: FastAPI):
     await asyncio.to_thread(close_lanes)  # each model's decode process exits (after the pass it is in)
 
 
+settings_dep()  # read now: a bad PROTOTOK_* value stops `uvicorn app.main:app` here, with one line
+
 app = FastAPI(title="prototok", version=prototok.__version__, description=DESCRIPTION, lifespan=lifespan)
 install_error_handlers(app)
 app.add_middleware(BodyLimit)

@@ -1,7 +1,8 @@
 """Command line: `prototok encode`, `prototok decode`, `prototok start`, `prototok experiment`,
 and the commands other installed packages register (the service's `prototok keys`).
 
-Bad input (empty text, missing or corrupt file, unknown model, wrong model for a file) exits with code 2 and one line on stderr; any other failure
+Bad input (empty text, missing or corrupt file, unknown model, wrong model for a file, a
+PROTOTOK_* setting it does not take) exits with code 2 and one line on stderr; any other failure
 exits 1, also one line.
 """
 
@@ -42,6 +43,18 @@ class Commands(TyperGroup):
 
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress texts into two proto-token embeddings of a frozen LLM, and back.")
+
+
+@app.callback()
+def check_settings() -> None:
+    """Before any command: the core's PROTOTOK_* settings, so a bad value stops here with one line."""
+    from .settings import SettingsError, get_settings
+
+    try:
+        get_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 SERVER_HELP = "Run on a prototok service at this URL (e.g. http://127.0.0.1:8000) instead of here."

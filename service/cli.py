@@ -19,6 +19,11 @@ from .settings import get_settings
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys of the service, in the Redis at PROTOTOK_REDIS_URL.")
 
 
+@keys_app.callback()
+def check_settings() -> None:
+    get_settings()  # the service's settings: a bad PROTOTOK_* value stops here with one line
+
+
 def key_store():
     """The service's key store on PROTOTOK_REDIS_URL."""
     from redis import Redis

@@ -2,26 +2,34 @@
 read, from the same PROTOTOK_* environment variables: Redis, jobs, limits, keys and quotas, and
 the API's decoding.
 
-One class for the API, the workers and `prototok keys`, so a value means the same thing in each.
+The API (app/main.py) and the worker (`python -m worker`) read them first thing, and so does
+`prototok keys`: a value that is not one its setting takes stops the process there, with one
+line naming the variable and the values it takes, never at a caller's request.
 """
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 
 from prototok import settings as core
-from prototok.settings import Settings
+from prototok.settings import Settings, SettingsError, read
+
+Storage = Literal["float32", "float16", "bfloat16", "int8"]  # prototok.storage.STORAGES
+Recipe = Literal["tuned", "paper"]  # prototok.recipe.RECIPES
+DecodeDtype = Literal["float32", "bfloat16", "float16"]
 
 
 class ServiceSettings(Settings):
-    recipe: str = "tuned"  # the recipe of a job whose request names none
+    recipe: Recipe = "tuned"  # the recipe of a job whose request names none
     # How a job's encodings store e and m when its request names neither storage, rank nor compact
     # (one-step jobs, unshared or model_m). int8: the smallest storage that kept the size benchmark's
     # sentences lossless from the vectors alone, at 1.02x float32's encode time (bench/results/size.md).
     # The CLI and the library store float32 unless told otherwise.
-    storage: str = "int8"
+    storage: Storage = "int8"
     rank: int = Field(0, ge=0)
 
     # With a password (requirepass or an ACL user) the URL carries it: redis://[user]:PASSWORD@host:6379/0
@@ -45,7 +53,7 @@ class ServiceSettings(Settings):
     api_decode_models: list[str] = Field(default_factory=list)  # models the API decodes with besides `model`
     # dtypes in which the API may keep another copy of a model, to decode encodings made in that
     # dtype in it (e.g. ["float32"] beside a bfloat16 API); others decode in the API's own dtype
-    api_decode_dtypes: list[str] = Field(default_factory=list)
+    api_decode_dtypes: list[DecodeDtype] = Field(default_factory=list)
     max_decode_tokens: int = Field(4096, ge=1)  # positions one decode may ask for (JSON, upload or stored): 413 above
     decode_batching: bool = True  # decodes go to one lane per model that joins them into batched passes;
     #                               false: one pass per request in the shared thread pool
@@ -70,7 +78,13 @@ class ServiceSettings(Settings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> ServiceSettings:
-    return ServiceSettings()
+    """This service process's settings, read once. A bad value ends the process with one line on
+    stderr (exit 2): it is read at start-up, before the process serves anything."""
+    try:
+        return read(ServiceSettings)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def clear_cache() -> None:
