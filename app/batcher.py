@@ -209,25 +209,3 @@ class DecodeLane:
         gone = DecodeUnavailable(f"the API is shutting down; the decode of model '{self.model}' did not run")
         for pending in filter(None, left):
             settle(pending.future, gone)
-
-
-_lanes: dict[str, DecodeLane] = {}
-_lanes_lock = threading.Lock()
-
-
-def lane(model: str, settings: ServiceSettings) -> DecodeLane:
-    """The model's lane, started on first use (one thread and one decode process per model, until
-    the API shuts down)."""
-    with _lanes_lock:
-        if model not in _lanes:
-            _lanes[model] = DecodeLane(model, settings).start()
-        return _lanes[model]
-
-
-def close_lanes() -> None:
-    """At shutdown (the app's lifespan): stop every lane and its decode process."""
-    with _lanes_lock:
-        lanes = list(_lanes.values())
-        _lanes.clear()
-    for each in lanes:
-        each.close()

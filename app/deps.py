@@ -1,7 +1,7 @@
-"""What routes get through `Depends`: settings, the Redis connection, the store, queues.
+"""What routes get through `Depends`: settings, the Redis connection, the store, queues, the decoder.
 
 Tests and deployments change behaviour through PROTOTOK_* variables or
-`app.dependency_overrides[settings_dep]`; nothing reads the environment elsewhere.
+`app.dependency_overrides[settings_dep]` (or `[decoder_dep]`); nothing reads the environment elsewhere.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from redis import Redis
 from rq import Queue
 
@@ -18,6 +18,8 @@ from service import safejob
 from service.queues import queue_name
 from service.settings import ServiceSettings, get_settings
 from service.store import EncodingStore
+
+from .decoding import Decoder
 
 
 def settings_dep() -> ServiceSettings:
@@ -44,7 +46,13 @@ def queues_dep(conn: Annotated[Redis, Depends(redis_dep)],
     return lambda model: safejob.queue(queue_name(settings, model), conn, default_timeout=settings.job_timeout_s)
 
 
+def decoder_dep(request: Request) -> Decoder:
+    """The app's decoder, made at start-up (app/main.py, lifespan)."""
+    return request.app.state.decoder
+
+
 SettingsDep = Annotated[ServiceSettings, Depends(settings_dep)]
 RedisDep = Annotated[Redis, Depends(redis_dep)]
 StoreDep = Annotated[EncodingStore, Depends(store_dep)]
 QueuesDep = Annotated[Callable[[str], Queue], Depends(queues_dep)]
+DecoderDep = Annotated[Decoder, Depends(decoder_dep)]

@@ -224,8 +224,6 @@ def wait_job(api, job_id: str, timeout: float, proc=None, every: float = 0.25) -
 
 def use_settings(patch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     """Make `env`'s PROTOTOK_* variables this process's settings, as they would be a process's."""
-    from service.settings import clear_cache
-
     for name in [n for n in os.environ if n.startswith("PROTOTOK_") and not n.startswith("PROTOTOK_TEST_")]:
         if name not in env:
             patch.delenv(name)
@@ -258,23 +256,62 @@ def not_the_worker(record: logging.LogRecord) -> bool:
                 or record.name.startswith("prototok.worker"))
 
 
+class Decoders:
+    """What the in-process APIs (LocalApi) decode with: one Decoder (app/decoding.py) per distinct
+    service settings, kept for the whole session, so that its lanes (and decode processes) start
+    once, not once per test module. Each is the app's own kind, made from the settings in force
+    when it is first asked for, as an API process started with them would make it at start-up.
+    Installed as the app's `decoder_dep`."""
+
+    def __init__(self):
+        self.made: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        from app.decoding import Decoder
+
+        settings = get_settings()
+        key = settings.model_dump_json()
+        with self._lock:
+            if key not in self.made:
+                self.made[key] = Decoder(settings)
+            return self.made[key]
+
+    def close(self, keep: set[str] = frozenset()) -> None:
+        """Close every decoder but those under `keep` (their lanes stop, their processes exit)."""
+        with self._lock:
+            gone = [self.made.pop(key) for key in list(self.made) if key not in keep]
+        for decoder in gone:
+            decoder.close()
+
+
+DECODERS = Decoders()
+
+
 class LocalApi:
     """The API (app.main:app) in this process, configured as `Api` configures its process (the
     PROTOTOK_* variables of service_env, read through get_settings), against the real Redis.
 
     `http` is a FastAPI TestClient: each request runs the real app (middleware, routes, error
-    handlers, decode lanes) with no server. `url`, `port` and `net` (an httpx client on `url`)
+    handlers, decode lanes) with no server. It decodes with the session's decoder for its settings
+    (`Decoders`), or, with `own_decoder`, with the one the app's start-up made, which its
+    shut-down closes. `url`, `port` and `net` (an httpx client on `url`)
     serve the same app with uvicorn on a thread, for what needs a socket: the Python client, the
     CLI, a browser, schemathesis, a raw keep-alive connection, a streamed upload. What the app
     logs goes to the file `log`, as a process's output would.
     """
 
-    def __init__(self, log: Path, **env: str):
+    def __init__(self, log: Path, own_decoder: bool = False, **env: str):
         from fastapi.testclient import TestClient
 
+        from app.deps import decoder_dep
         from app.main import app
 
-        self.app, self.log, self.env = app, log, service_env(**env)
+        self.app, self.log, self.env, self.own_decoder = app, log, service_env(**env), own_decoder
+        if own_decoder:
+            app.dependency_overrides.pop(decoder_dep, None)
+        else:
+            app.dependency_overrides[decoder_dep] = DECODERS
         self._patch = pytest.MonkeyPatch()
         use_settings(self._patch, self.env)
         self._handler = logging.FileHandler(log, encoding="utf-8")
@@ -295,21 +332,23 @@ class LocalApi:
     @contextlib.contextmanager
     def configured(self, **env: str) -> Iterator[LocalApi]:
         """Other settings for a while, as another API process started with them would have
-        (with its own decode lanes, started on first use with these settings)."""
-        from app.batcher import close_lanes
-        from service.settings import clear_cache
-
+        (with its own decoder, made for these settings and closed after)."""
+        before = set(DECODERS.made)
         with pytest.MonkeyPatch.context() as patch:
             for name, value in env.items():
                 patch.setenv(name, value)
             clear_cache()
-            close_lanes()
             try:
                 yield self
             finally:
-                close_lanes()
+                DECODERS.close(keep=before)
                 clear_cache()
         clear_cache()
+
+    @property
+    def decoder(self):
+        """The Decoder this API's routes decode with now."""
+        return self.app.state.decoder if self.own_decoder else DECODERS()
 
     @property
     def port(self) -> int:
@@ -347,8 +386,6 @@ class LocalApi:
         return r.json().get("models", []) if r.status_code in (200, 503) else []
 
     def close(self) -> None:
-        from service.settings import clear_cache
-
         if self._server is not None:
             self._server.should_exit = True
             self._thread.join(30)
@@ -359,6 +396,10 @@ class LocalApi:
         self._handler.close()
         self._patch.undo()
         clear_cache()
+        if self.own_decoder:
+            from app.deps import decoder_dep
+
+            self.app.dependency_overrides[decoder_dep] = DECODERS
 
 
 class LocalWorker:
@@ -466,6 +507,13 @@ def service_redis():
     conn.flushdb()
     yield conn
     conn.flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_decoders() -> Iterator[Decoders]:
+    """The in-process APIs' decoders; closed at the end of the session."""
+    yield DECODERS
+    DECODERS.close()
 
 
 @pytest.fixture(scope="session")

@@ -139,18 +139,17 @@ def test_the_decode_process_and_its_torch_threads_run_at_the_lane_niceness(encod
 
 def test_the_api_shutdown_ends_its_decode_process(service_redis, tmp_path):
     """The app's lifespan: a decode starts the model's process, leaving the app ends it."""
-    from app import batcher
-
-    api = LocalApi(tmp_path / "api.log", PROTOTOK_AUTH="off", PROTOTOK_DECODE_PROCESS="true")
+    api = LocalApi(tmp_path / "api.log", own_decoder=True, PROTOTOK_AUTH="off", PROTOTOK_DECODE_PROCESS="true")
+    decoder = api.decoder
     try:
         e = torch.randn(1, 32, generator=torch.Generator().manual_seed(0))
         r = api.http.post("/v1/decode", json={"model": "tiny-llama", "e": e.tolist(), "m": e.tolist(), "length": 3})
         assert r.status_code == 200 and r.json()["length"] == 3, r.text
-        proc = batcher._lanes["tiny-llama"].runner.proc
+        proc = decoder.lanes["tiny-llama"].runner.proc
         assert proc.is_alive() and proc.pid != os.getpid()
     finally:
         api.close()
-    assert proc.exitcode == 0 and "tiny-llama" not in batcher._lanes
+    assert proc.exitcode == 0 and not decoder.lanes
 
 
 def decode_children(pid: int) -> list[int]:

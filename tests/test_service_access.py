@@ -344,7 +344,6 @@ def test_the_api_decodes_only_with_the_models_its_operator_configured(api, servi
     worker seems to serve it (an announcement anyone who can write to Redis can make), an upload or
     a stored encoding names it (a stored one can name any path, for the same reason), or it is
     built in (SmolLM2). Configured in PROTOTOK_API_DECODE_MODELS, the same encoding decodes."""
-    from app import batcher
     from service.queues import announce, withdraw
     from service.store import EncodingStore
 
@@ -362,7 +361,7 @@ def test_the_api_decodes_only_with_the_models_its_operator_configured(api, servi
     with api.configured(PROTOTOK_DECODE_BATCHING="false"):  # the unbatched path checks the same
         refused_unknown(api.http.get(f"/v1/embeddings/{emb_id}/text"), "stored, unbatched")
     refused_unknown(api.http.post("/v1/decode", json={**vectors, "model": "smollm2-135m-instruct"}), "built in")
-    assert not {"tiny-gpt-neox", "smollm2-135m-instruct"} & set(batcher._lanes)
+    assert not {"tiny-gpt-neox", "smollm2-135m-instruct"} & set(api.decoder.lanes)
     with api.configured(PROTOTOK_API_DECODE_MODELS='["tiny-gpt-neox"]'):
         r = api.http.get(f"/v1/embeddings/{emb_id}/text")
         assert r.status_code == 200 and r.json()["text"] == "neox", r.text

@@ -8,9 +8,6 @@ text's token checksum, so it decodes exactly or fails with `decode_mismatch`.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import torch
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -19,15 +16,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 import prototok
-from prototok import Encoding, decode, decode_vectors, load_model
+from prototok import Encoding
 from prototok.encoding import check_positions
 from prototok.errors import BadVectors, InvalidInput
 from service.errors import ServiceError
 from service.settings import ServiceSettings
 
-from ..batcher import lane
 from ..decoding import allowed_model
-from ..deps import SettingsDep
+from ..deps import DecoderDep, SettingsDep
 from ..schemas import DecodedText, DecodeRequest, ErrorBody
 from ..telemetry import DECODE_SECONDS
 
@@ -75,21 +71,6 @@ def upload_answer(model: str, out: prototok.Decoded) -> DecodedText:
                        accuracy=out.accuracy, dtype=out.dtype)
 
 
-def from_vectors(req: DecodeRequest, settings: ServiceSettings) -> DecodedText:
-    """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
-    model, e, m = vectors_of(req, settings)
-    start = time.perf_counter()
-    text = decode_vectors(load_model(model), e, m, req.lengths(), req.arrangement, req.sink)
-    return vectors_answer(model, req, text, time.perf_counter() - start)
-
-
-def from_file(blob: bytes, settings: ServiceSettings) -> DecodedText:
-    """The old path for an upload."""
-    model, enc = upload_of(blob, settings)
-    [out] = decode(load_model(model), [enc])
-    return upload_answer(model, out)
-
-
 async def uploaded_bytes(request: Request) -> bytes:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form(max_part_size=MAX_UPLOAD_BYTES)
@@ -115,21 +96,15 @@ def parse_json(raw: bytes) -> DecodeRequest:
 @router.post("/decode", response_model=DecodedText, openapi_extra=BODY_DOC,
              responses={s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 503)},
              summary="Decode client-supplied vectors or an uploaded .safetensors encoding")
-async def decode_route(request: Request, settings: SettingsDep) -> DecodedText:
+async def decode_route(request: Request, settings: SettingsDep, decoder: DecoderDep) -> DecodedText:
     """Parsing and checks run in the thread pool, the pass in the model's decode lane (app/batcher.py)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(("multipart/form-data", "application/octet-stream")):
         blob = await uploaded_bytes(request)
-        if not settings.decode_batching:
-            return await run_in_threadpool(from_file, blob, settings)
         model, enc = await run_in_threadpool(upload_of, blob, settings)
-        out = await asyncio.wrap_future(lane(model, settings).submit_encoding(enc))
-        return upload_answer(model, out)
+        return upload_answer(model, await decoder.encoding(enc))
     raw = await request.body()
     req = await run_in_threadpool(parse_json, raw)
-    if not settings.decode_batching:
-        return await run_in_threadpool(from_vectors, req, settings)
     model, e, m = await run_in_threadpool(vectors_of, req, settings)
-    res = await asyncio.wrap_future(lane(model, settings).submit_vectors(e, m, req.lengths(), req.arrangement,
-                                                                        req.sink))
+    res = await decoder.vectors(model, e, m, req.lengths(), req.arrangement, req.sink)
     return vectors_answer(model, req, res.text, res.seconds)
