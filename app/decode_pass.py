@@ -1,5 +1,4 @@
-"""One batch of decodes, wherever it runs: in the model's decode process (app/decode_process.py,
-the default) or in the lane's own thread of the API process (PROTOTOK_DECODE_PROCESS=false).
+"""One batch of decodes, as the model's decode process (app/decode_process.py) runs it.
 
 A batch is what the lane (app/batcher.py) gathered: encodings (stored or uploaded) and raw
 vectors of one model. `run_batch` splits it into the groups that can share a forward pass
@@ -129,7 +128,7 @@ def lane_dtype(dtypes: Sequence[str], lm: LanguageModel, enc: Encoding) -> str |
 def lower_priority(nice: int, whole_process: bool = False) -> None:
     """Renice this thread (Linux: niceness is per thread) to at least `nice`, never higher in
     priority than it runs; threads it starts later inherit it, so called first in the decode
-    process (or the lane's thread) it covers torch's workers too. `whole_process`: every thread
+    process it covers torch's workers too. `whole_process`: every thread
     that already exists as well (a spawned child may have started some while importing)."""
     if nice <= 0 or not hasattr(os, "setpriority"):
         return

@@ -1,11 +1,11 @@
 """The decode process: one child process per model runs the lane's forward passes, so the API's
 event loop never shares a GIL with a pass (issue 10).
 
-In a thread of the API process (PROTOTOK_DECODE_PROCESS=false), a pass holds the GIL whenever
-it runs Python between kernels; when the machine deschedules that thread while it holds it,
-the event loop and the job polls wait for it (bench/results/load.md: poll p50 95 ms but p99
-4 s under 200 clients). Here the lane's thread in the API (app/batcher.py) only gathers a
-batch and waits on a pipe, which releases the GIL; the pass runs in the child.
+In a thread of the API process, a pass would hold the GIL whenever it runs Python between
+kernels, and when the machine deschedules that thread while it holds it, the event loop and the
+job polls wait for it (bench/results/load.md). Here the lane's thread in the API
+(app/batcher.py) only gathers a batch and waits on a pipe, which releases the GIL; the pass
+runs in the child.
 
 The child is started with multiprocessing's "spawn" (a fresh interpreter: none of the API's
 threads, sockets or event loop), renices itself (PROTOTOK_DECODE_NICE applies to the whole

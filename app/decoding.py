@@ -2,11 +2,10 @@
 
 One forward pass over a few dozen positions costs milliseconds on a CPU, far less than a
 round trip through a queue, and a SimpleWorker busy with a long encode could not answer a
-decode for minutes. So the API decodes itself: in the model's decode lane (app/batcher.py),
-whose passes run in a child process of the API that loads the model once, or, with
-PROTOTOK_DECODE_BATCHING=false, one pass per request in FastAPI's thread pool with the model
-loaded in the API process. Routes get the app's Decoder through a dependency
-(app/deps.py, DecoderDep) and do not know which.
+decode for minutes. So the API decodes itself, in one way: each model has a decode lane
+(app/batcher.py) that joins concurrent decodes into batched passes, and the passes run in the
+model's decode process (app/decode_process.py), a child of the API that loads the model once.
+Routes get the app's Decoder through a dependency (app/deps.py, DecoderDep).
 
 It decodes only with the models its operator configured: PROTOTOK_MODEL and
 PROTOTOK_API_DECODE_MODELS. Not a model a client names, nor one an upload or a stored encoding
@@ -18,14 +17,11 @@ API replica.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import time
 
 import torch
-from fastapi.concurrency import run_in_threadpool
 
-from prototok import Decoded, Encoding, decode, decode_vectors, load_model
+from prototok import Decoded, Encoding
 from prototok.errors import UnknownModel
 from prototok.models import canonical_name
 from prototok.recipe import Arrangement
@@ -33,8 +29,6 @@ from service.settings import ServiceSettings
 
 from .batcher import DecodeLane
 from .decode_pass import VectorsResult
-
-log = logging.getLogger("prototok.api")
 
 
 def allowed_models(settings: ServiceSettings) -> set[str]:
@@ -69,43 +63,18 @@ class Decoder:
 
     async def encoding(self, enc: Encoding) -> Decoded:
         """The exact text of an encoding (its checksum verified), from one pass shared with others."""
-        if not self.settings.decode_batching:
-            return await run_in_threadpool(lambda: decode(load_model(enc.model), [enc])[0])
         return await asyncio.wrap_future(self.lane(enc.model).submit_encoding(enc))
 
     async def vectors(self, model: str, e: torch.Tensor, m: torch.Tensor, lengths: list[int],
                       arrangement: Arrangement, sink: bool) -> VectorsResult:
         """What raw vectors give in one pass (no checksum: they carry none)."""
-        if not self.settings.decode_batching:
-            def alone() -> VectorsResult:
-                start = time.perf_counter()
-                text = decode_vectors(load_model(model), e, m, lengths, arrangement, sink)
-                return VectorsResult(text, time.perf_counter() - start)
-
-            return await run_in_threadpool(alone)
         return await asyncio.wrap_future(self.lane(model).submit_vectors(e, m, lengths, arrangement, sink))
 
-    def preload(self) -> threading.Thread | None:
-        """Load the default model at start-up so the first decode does not pay for it: its lane starts
-        now, and its decode process (or, without one, the lane's thread) loads the model. On the
-        unbatched path (PROTOTOK_DECODE_BATCHING=false) a thread of the API loads it. Returns that thread."""
-        settings = self.settings
-        if not settings.api_preload:
-            return None
-        if settings.decode_batching:
-            self.lane(canonical_name(settings.model))
-            return None
-
-        def run() -> None:
-            try:
-                lm = load_model(settings.model)
-                log.info("decode model %s loaded on %s", lm.name, lm.device)
-            except Exception:
-                log.exception("could not preload model %s", settings.model)
-
-        thread = threading.Thread(target=run, name="preload-model", daemon=True)
-        thread.start()
-        return thread
+    def preload(self) -> None:
+        """Start the default model's lane now, so its decode process loads the model at start-up
+        and the first decode does not wait for it."""
+        if self.settings.api_preload:
+            self.lane(canonical_name(self.settings.model))
 
     def close(self) -> None:
         """At shutdown (the app's lifespan): stop every lane and its decode process."""

@@ -49,21 +49,17 @@ class ServiceSettings(Settings):
     redis_retry_max_s: float = Field(10.0, gt=0)  # a worker retries Redis writes with backoff up to this wait
 
     # the API's decoding: one lane per model (app/batcher.py), its passes in a decode process (app/decode_process.py)
-    api_preload: bool = True  # the API loads its model at start-up, so the first decode is not a model load
+    api_preload: bool = True  # the API's decode process loads its model at start-up, not at the first decode
     api_decode_models: list[str] = Field(default_factory=list)  # models the API decodes with besides `model`
     # dtypes in which the API may keep another copy of a model, to decode encodings made in that
     # dtype in it (e.g. ["float32"] beside a bfloat16 API); others decode in the API's own dtype
     api_decode_dtypes: list[DecodeDtype] = Field(default_factory=list)
     max_decode_tokens: int = Field(4096, ge=1)  # positions one decode may ask for (JSON, upload or stored): 413 above
-    decode_batching: bool = True  # decodes go to one lane per model that joins them into batched passes;
-    #                               false: one pass per request in the shared thread pool
-    decode_process: bool = True  # a lane's passes run in a child process of the API (one per model), so they
-    #                              never hold the GIL the event loop needs; false: in the lane's own thread
     decode_batch_tokens: int = Field(1024, ge=1)  # positions one batched pass may join (a bigger request runs alone)
     decode_batch_wait_ms: float = Field(2.0, ge=0)  # how long a lane waits for company for a pass
     decode_queue_max: int = Field(256, ge=1)  # decodes waiting in their model's lane; more: 503 decode_busy
-    decode_threads: int = Field(0, ge=0)  # torch threads of the API's decode passes; 0 = cores - 1 (a core for requests)
-    decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode process (or thread), so requests go first
+    decode_threads: int = Field(0, ge=0)  # torch threads of the decode process; 0 = cores - 1 (a core for requests)
+    decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode process, so requests go first
     # seconds a decode process may take to answer one batch (its passes, and the one-by-one redo of a batch that
     # failed); past it the process is killed, the batch answers 503 decode_unavailable and a new process serves the
     # next one. Far above the longest pass the limits allow (SmolLM2, 4096 positions, 2-core CPU: about 10 s)

@@ -64,18 +64,16 @@ def service_env(**extra: str) -> dict[str, str]:
     """Environment of the service under test: its own Redis DB, tiny limits, fast heartbeats.
     Auth stays on (the default); the per-key rate and job limits are lifted so that polling tests
     and tests that queue many jobs are not throttled (test_service_access.py sets them low).
-    One decode thread: an API in the test process must not change the torch threads of the tests.
-    Decode passes in the lane's thread (PROTOTOK_DECODE_PROCESS=false): a decode process per test
-    module would add its start-up (seconds, and far more on a busy host) to each module's first
-    decode. `Api`, the API as a process, decodes in its decode process, as deployed; so do the
-    tests of test_decode_process.py and test_batcher.py."""
+    One torch thread for the decode processes. The in-process APIs (LocalApi) share one decoder per
+    settings for the session (`Decoders`): a decode process per test module would add its start-up
+    (seconds, and far more on a busy host) to each module's first decode."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOTOK_")}
     env.update(PROTOTOK_REDIS_URL=SERVICE_REDIS_URL, PROTOTOK_MODEL="tiny-llama", PROTOTOK_HEARTBEAT_TTL_S="4",
                PROTOTOK_PROGRESS_EVERY="5", PROTOTOK_API_PRELOAD="false", PROTOTOK_MAX_TEXT_CHARS="300",
                PROTOTOK_MAX_BODY_BYTES="100000", PROTOTOK_MAX_DECODE_TOKENS="512",
                PROTOTOK_MAX_BATCH_TEXTS="4", PROTOTOK_MAX_STEPS_LIMIT="5000", PROTOTOK_RATE_LIMIT_PER_S="0",
                PROTOTOK_MAX_JOBS_PER_KEY="0", OMP_NUM_THREADS="1", PROTOTOK_THREADS="1", PROTOTOK_DTYPE="float32",
-               PROTOTOK_DECODE_THREADS="1", PROTOTOK_DECODE_PROCESS="false", PYTHONUNBUFFERED="1")
+               PROTOTOK_DECODE_THREADS="1", PYTHONUNBUFFERED="1")
     if "PROTOTOK_CACHE_DIR" in os.environ:
         env["PROTOTOK_CACHE_DIR"] = os.environ["PROTOTOK_CACHE_DIR"]
     env.update(extra)
@@ -158,7 +156,7 @@ class Api:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.env = service_env(**{"PROTOTOK_DECODE_PROCESS": "true", **env})  # decodes as deployed
+        self.env = service_env(**env)
         self.proc = Proc(args, self.env, log)
         self.http = httpx.Client(base_url=self.url, timeout=120)
         self.key_name = ""

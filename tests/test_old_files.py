@@ -173,7 +173,7 @@ def test_a_bf16_api_rebuilds_old_files_stored_and_uploaded(bf16_api, service_red
 @pytest.fixture
 def bf16_decode_process(monkeypatch) -> Iterator[DecodeLane]:
     monkeypatch.setenv("PROTOTOK_DTYPE", "bfloat16")  # the spawned child reads the API's environment
-    lane = DecodeLane("tiny-llama", ServiceSettings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0)).start()
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_threads=1, decode_batch_wait_ms=0)).start()
     yield lane
     lane.close()
 

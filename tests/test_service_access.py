@@ -358,8 +358,6 @@ def test_the_api_decodes_only_with_the_models_its_operator_configured(api, servi
         withdraw(service_redis, "tiny-gpt-neox", "planted")
     refused_unknown(api.http.post("/v1/decode", **upload), "upload")
     refused_unknown(api.http.get(f"/v1/embeddings/{emb_id}/text"), "stored")
-    with api.configured(PROTOTOK_DECODE_BATCHING="false"):  # the unbatched path checks the same
-        refused_unknown(api.http.get(f"/v1/embeddings/{emb_id}/text"), "stored, unbatched")
     refused_unknown(api.http.post("/v1/decode", json={**vectors, "model": "smollm2-135m-instruct"}), "built in")
     assert not {"tiny-gpt-neox", "smollm2-135m-instruct"} & set(api.decoder.lanes)
     with api.configured(PROTOTOK_API_DECODE_MODELS='["tiny-gpt-neox"]'):

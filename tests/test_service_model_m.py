@@ -146,7 +146,7 @@ def test_the_decode_process_finds_the_m_in_its_own_start_files(tiny, tmp_path, m
         e, m, how = train_start(tiny, SEQS, 2, TUNED.with_(max_steps=2, warmup_steps=1, margin=0.0))
         path = write_start(candidates(tiny)[0], tiny, e, m, **how)
         [enc] = encode_texts(tiny, [TEXT], EncodeConfig(recipe=TUNED.with_(max_steps=4), model_m=True))
-        lane = DecodeLane("tiny-llama", ServiceSettings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0))
+        lane = DecodeLane("tiny-llama", ServiceSettings(decode_threads=1, decode_batch_wait_ms=0))
         lane.start()
         try:
             assert lane.submit_encoding(enc).result(120).text == TEXT
