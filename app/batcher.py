@@ -1,10 +1,9 @@
 """Decodes in their own lane: per model, one thread joins concurrent decodes into batches, and
 one child process runs their passes.
 
-Before, every decode ran in FastAPI's shared thread pool, one forward pass per request and
-up to 40 at once: passes fought over the CPU cores, and job polls, which need the same
-pool, waited behind them (issue 10: poll p50 341 ms -> 4.6 s under load, fewer decodes
-per second in all than one client alone). Now:
+Decodes do not run in FastAPI's shared thread pool, one forward pass per request: there, up to
+40 passes at once would fight over the CPU cores, and job polls, which need the same pool, would
+wait behind them (bench/results/load.md). Instead:
 
 - a route hands its decode to its model's `DecodeLane` and awaits a future; the event loop
   and the thread pool stay free for polls;
@@ -19,10 +18,9 @@ per second in all than one client alone). Now:
   core stays free for request handling; on a busy CPU this also spares the passes the cost of
   threads that spin at each barrier waiting for a descheduled sibling;
 - they run at a lower CPU priority (PROTOTOK_DECODE_NICE, default 5, for the whole decode
-  process): on a contended CPU, request handling goes first and
-  decodes get the rest (bench.load smoke runs of the thread lane, 150 pollers and 50 decoders:
-  poll p50 809 / 13 / 8 ms and 9.9 / 8.5 / 6.0 decodes/s at niceness 0 / 5 / 10). The cost: on
-  a host shared with other busy processes the passes yield to them too (at 10 they starved there);
+  process): on a contended CPU, request handling goes first and decodes get the rest
+  (bench/results/load.md, "Decode niceness"). The cost: on a host shared with other busy
+  processes the passes yield to them too, and at a high niceness they can starve;
 - at most PROTOTOK_DECODE_QUEUE_MAX decodes wait: past that, 503 `decode_busy` with
   Retry-After, instead of a queue that grows without bound.
 """

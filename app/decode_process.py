@@ -1,5 +1,5 @@
 """The decode process: one child process per model runs the lane's forward passes, so the API's
-event loop never shares a GIL with a pass (issue 10).
+event loop never shares a GIL with a pass.
 
 In a thread of the API process, a pass would hold the GIL whenever it runs Python between
 kernels, and when the machine deschedules that thread while it holds it, the event loop and the

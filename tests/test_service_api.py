@@ -139,7 +139,7 @@ SIZE_KEYS = {"vectors_bytes", "file_bytes", "text_bytes", "gzip_bytes", "zstd_by
 
 @pytest.mark.parametrize("options", [{}, {"storage": "int8", "rank": 8}, {"compact": True}])
 def test_every_embedding_reports_what_it_weighs(api, tiny_worker, options):
-    """Issue 11's contract: `size` in the job and the embedding, true to the file that downloads."""
+    """`size` in the job and the embedding, true to the file that downloads."""
     done = wait_job(api, encode(api, {"text": TEXT, "options": {"max_steps": 10, **options}}), 300, tiny_worker)
     assert done["status"] == "finished", done
     emb_id = done["embedding_ids"][0]

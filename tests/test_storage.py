@@ -1,4 +1,4 @@
-"""Smaller encodings (issue 11): float16 / bfloat16 / int8 storage and low-rank coefficients.
+"""Smaller encodings: float16 / bfloat16 / int8 storage and low-rank coefficients.
 Each must decode exactly (corrections come from the stored values), old files keep decoding,
 and options that do not fit are refused."""
 
