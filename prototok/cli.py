@@ -153,7 +153,7 @@ def encode(
                                                                  "for each."),
     batch: int = typer.Option(16, "--batch", min=1, max=1024,
                               help="Texts optimised together in one batch (one job with --server); 8-32 gave about "
-                                   "2x the texts per second of one at a time on 2 CPU cores (README)."),
+                                   "2x the texts per second of one at a time on 2 CPU cores (docs: Benchmarks)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="With --out-dir: leave texts whose output "
                                                                        "file exists (resume a stopped run)."),
     model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias (default: embedded SmolLM2)."),
@@ -175,9 +175,9 @@ def encode(
     rank: int | None = typer.Option(None, help="Optimise and store e and m as this many coefficients in a fixed "
                                                "basis (0 = full vectors)."),
     compact: bool = typer.Option(False, "--compact", help="The smallest storage the size benchmark found to keep "
-                                                          "sentences lossless (see README)."),
+                                                          "sentences lossless (docs: The file format)."),
     model_m: bool = typer.Option(False, "--model-m", help="Freeze m at the model's shared m (its start, stored once "
-                                                          "per model); train and store only e (see README)."),
+                                                          "per model); train and store only e (docs: The file format)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),

@@ -27,14 +27,14 @@ class ServiceSettings(Settings):
     recipe: Recipe = "tuned"  # the recipe of a job whose request names none
     # How a job's encodings store e and m when its request names neither storage, rank nor compact
     # (one-step jobs, unshared or model_m). int8: the smallest storage that kept the size benchmark's
-    # sentences lossless from the vectors alone, at 1.02x float32's encode time (bench/results/size.md).
+    # sentences lossless from the vectors alone, at about float32's encode time (bench/results/size.md).
     # The CLI and the library store float32 unless told otherwise.
     storage: Storage = "int8"
     rank: int = Field(0, ge=0)
 
     # With a password (requirepass or an ACL user) the URL carries it: redis://[user]:PASSWORD@host:6379/0
     # (rediss:// for TLS). Whoever can write to this Redis can read, change and delete every job and
-    # encoding and queue encode jobs; it cannot make the API or a worker run code (docs/service.md).
+    # encoding and queue encode jobs; it cannot make the API or a worker run code (docs/service/security.md).
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "prototok"  # prefix of the RQ queues, one per model: {queue_name}:{model}
     max_text_chars: int = 20_000  # longer texts are refused with 413
