@@ -1,10 +1,9 @@
 """Decodes in their own lane: per model, one thread joins concurrent decodes into batches, and
 one child process runs their passes.
 
-Before, every decode ran in FastAPI's shared thread pool, one forward pass per request and
-up to 40 at once: passes fought over the CPU cores, and job polls, which need the same
-pool, waited behind them (issue 10: poll p50 341 ms -> 4.6 s under load, fewer decodes
-per second in all than one client alone). Now:
+Decodes do not run in FastAPI's shared thread pool, one forward pass per request: there, up to
+40 passes at once would fight over the CPU cores, and job polls, which need the same pool, would
+wait behind them (bench/results/load.md). Instead:
 
 - a route hands its decode to its model's `DecodeLane` and awaits a future; the event loop
   and the thread pool stay free for polls;
@@ -14,17 +13,14 @@ per second in all than one client alone). Now:
   CPU, and less per text on a GPU; a pass that fails is redone request by request;
 - the passes run in the model's decode process (app/decode_process.py), so a pass never holds
   the GIL the event loop needs, and one that hangs is killed after PROTOTOK_DECODE_PASS_TIMEOUT
-  (its batch answers 503, the next gets a new process); with PROTOTOK_DECODE_PROCESS=false they
-  run in the lane's thread itself (the previous design: when that thread is descheduled while it
-  holds the GIL, the API's other threads wait for it, the tail of poll latency under load);
+  (its batch answers 503, the next gets a new process);
 - the passes use PROTOTOK_DECODE_THREADS torch threads (default: all cores but one), so one
   core stays free for request handling; on a busy CPU this also spares the passes the cost of
   threads that spin at each barrier waiting for a descheduled sibling;
-- they run at a lower CPU priority (PROTOTOK_DECODE_NICE, default 5: the decode process, or the
-  lane's thread and its torch workers): on a contended CPU, request handling goes first and
-  decodes get the rest (bench.load smoke runs of the thread lane, 150 pollers and 50 decoders:
-  poll p50 809 / 13 / 8 ms and 9.9 / 8.5 / 6.0 decodes/s at niceness 0 / 5 / 10). The cost: on
-  a host shared with other busy processes the passes yield to them too (at 10 they starved there);
+- they run at a lower CPU priority (PROTOTOK_DECODE_NICE, default 5, for the whole decode
+  process): on a contended CPU, request handling goes first and decodes get the rest
+  (bench/results/load.md, "Decode niceness"). The cost: on a host shared with other busy
+  processes the passes yield to them too, and at a high niceness they can starve;
 - at most PROTOTOK_DECODE_QUEUE_MAX decodes wait: past that, 503 `decode_busy` with
   Retry-After, instead of a queue that grows without bound.
 """
@@ -38,17 +34,16 @@ import time
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import torch
 
-from prototok import Encoding, load_model
-from prototok.models import configure_threads
+from prototok import Encoding
 from prototok.recipe import Arrangement
-from prototok.settings import Settings
 from service.errors import ServiceError
+from service.settings import ServiceSettings
 
-from .decode_pass import Job, Outcome, decode_threads, lower_priority, run_batch
+from .decode_pass import Job, Outcome
 from .decode_process import DecodeProcess, DecodeUnavailable
 from .telemetry import DECODE_BATCH
 
@@ -60,37 +55,6 @@ class DecodeBusy(ServiceError):
 
     code, status = "decode_busy", 503
     headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
-
-
-class Runner(Protocol):
-    """Where a lane's passes run: its decode process, or its own thread."""
-
-    def start(self) -> None: ...
-    def run(self, jobs: list[Job]) -> tuple[list[Outcome], list[int]]: ...
-    def close(self) -> None: ...
-
-
-class InThread:
-    """PROTOTOK_DECODE_PROCESS=false: the passes run in the lane's thread of the API process."""
-
-    def __init__(self, model: str, settings: Settings):
-        self.model, self.dtypes = model, list(settings.api_decode_dtypes)
-        self.threads, self.nice = decode_threads(settings), settings.decode_nice
-
-    def start(self) -> None:
-        """In the lane's thread: its niceness and torch threads (process-wide: the API runs torch only here)."""
-        configure_threads(self.threads)
-        lower_priority(self.nice)
-        try:
-            load_model(self.model)  # now, so the first batch does not wait for it
-        except Exception as exc:  # noqa: BLE001 - each batch's requests get the error
-            log.warning("decode lane could not load model %s: %s", self.model, exc)
-
-    def run(self, jobs: list[Job]) -> tuple[list[Outcome], list[int]]:
-        return run_batch(self.model, jobs, self.dtypes)
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -113,11 +77,11 @@ def settle(future: Future, outcome: Outcome) -> None:
 
 class DecodeLane:
     """The decoding lane of one model: the bounded queue, and the thread that gathers batches
-    from it and has its runner decode them."""
+    from it and has the model's decode process decode them."""
 
-    def __init__(self, model: str, settings: Settings):
+    def __init__(self, model: str, settings: ServiceSettings):
         self.model, self.settings = model, settings
-        self.runner: Runner = DecodeProcess(model, settings) if settings.decode_process else InThread(model, settings)
+        self.process = DecodeProcess(model, settings)
         self.waiting: queue.Queue[Pending | None] = queue.Queue(maxsize=settings.decode_queue_max)
         self.carry: Pending | None = None  # taken but did not fit the last batch: first in the next
         self.closed = threading.Event()
@@ -146,7 +110,7 @@ class DecodeLane:
         return pending.future
 
     def close(self, timeout: float = 30) -> None:
-        """Finish the batch in hand, fail what still waits with 503, stop the thread and the runner."""
+        """Finish the batch in hand, fail what still waits with 503, stop the thread and the process."""
         self.closed.set()
         with suppress(queue.Full):
             self.waiting.put_nowait(None)  # wakes the thread if it waits for work (a full queue wakes it anyway)
@@ -154,15 +118,15 @@ class DecodeLane:
             self._fail_waiting()
         elif self.thread.is_alive():
             self.thread.join(timeout)
-        self.runner.close()
+        self.process.close()
 
     # --- the lane's thread ---
 
     def _run(self) -> None:
         try:
-            self.runner.start()
+            self.process.start()
         except Exception:  # the first batch tries again, and its requests hear why
-            log.exception("decode lane of model %s could not start its runner", self.model)
+            log.exception("decode lane of model %s could not start its decode process", self.model)
         while batch := self._gather():
             self._decode(batch)
         self._fail_waiting()
@@ -193,7 +157,7 @@ class DecodeLane:
 
     def _decode(self, batch: list[Pending]) -> None:
         try:
-            outcomes, passes = self.runner.run([p.job for p in batch])
+            outcomes, passes = self.process.run([p.job for p in batch])
         except Exception as exc:  # noqa: BLE001 - the decode process died (503) or a bug (500): these requests fail, the lane goes on
             outcomes, passes = [exc] * len(batch), []
         for size in passes:
@@ -209,25 +173,3 @@ class DecodeLane:
         gone = DecodeUnavailable(f"the API is shutting down; the decode of model '{self.model}' did not run")
         for pending in filter(None, left):
             settle(pending.future, gone)
-
-
-_lanes: dict[str, DecodeLane] = {}
-_lanes_lock = threading.Lock()
-
-
-def lane(model: str, settings: Settings) -> DecodeLane:
-    """The model's lane, started on first use (one thread and one decode process per model, until
-    the API shuts down)."""
-    with _lanes_lock:
-        if model not in _lanes:
-            _lanes[model] = DecodeLane(model, settings).start()
-        return _lanes[model]
-
-
-def close_lanes() -> None:
-    """At shutdown (the app's lifespan): stop every lane and its decode process."""
-    with _lanes_lock:
-        lanes = list(_lanes.values())
-        _lanes.clear()
-    for each in lanes:
-        each.close()

@@ -1,5 +1,4 @@
-"""One batch of decodes, wherever it runs: in the model's decode process (app/decode_process.py,
-the default) or in the lane's own thread of the API process (PROTOTOK_DECODE_PROCESS=false).
+"""One batch of decodes, as the model's decode process (app/decode_process.py) runs it.
 
 A batch is what the lane (app/batcher.py) gathered: encodings (stored or uploaded) and raw
 vectors of one model. `run_batch` splits it into the groups that can share a forward pass
@@ -29,7 +28,7 @@ import torch
 from prototok import Encoding, LanguageModel, decode, decode_ids, load_model
 from prototok.codec import Decoded, check_vectors, dtype_name
 from prototok.recipe import Arrangement
-from prototok.settings import Settings
+from service.settings import ServiceSettings
 
 log = logging.getLogger("prototok.api")
 
@@ -129,7 +128,7 @@ def lane_dtype(dtypes: Sequence[str], lm: LanguageModel, enc: Encoding) -> str |
 def lower_priority(nice: int, whole_process: bool = False) -> None:
     """Renice this thread (Linux: niceness is per thread) to at least `nice`, never higher in
     priority than it runs; threads it starts later inherit it, so called first in the decode
-    process (or the lane's thread) it covers torch's workers too. `whole_process`: every thread
+    process it covers torch's workers too. `whole_process`: every thread
     that already exists as well (a spawned child may have started some while importing)."""
     if nice <= 0 or not hasattr(os, "setpriority"):
         return
@@ -143,5 +142,5 @@ def lower_priority(nice: int, whole_process: bool = False) -> None:
             log.warning("could not lower the decode passes' priority: %s", exc)
 
 
-def decode_threads(settings: Settings) -> int:
+def decode_threads(settings: ServiceSettings) -> int:
     return settings.decode_threads or max(1, (os.cpu_count() or 2) - 1)

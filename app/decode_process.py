@@ -1,11 +1,11 @@
 """The decode process: one child process per model runs the lane's forward passes, so the API's
-event loop never shares a GIL with a pass (issue 10).
+event loop never shares a GIL with a pass.
 
-In a thread of the API process (PROTOTOK_DECODE_PROCESS=false), a pass holds the GIL whenever
-it runs Python between kernels; when the machine deschedules that thread while it holds it,
-the event loop and the job polls wait for it (bench/results/load.md: poll p50 95 ms but p99
-4 s under 200 clients). Here the lane's thread in the API (app/batcher.py) only gathers a
-batch and waits on a pipe, which releases the GIL; the pass runs in the child.
+In a thread of the API process, a pass would hold the GIL whenever it runs Python between
+kernels, and when the machine deschedules that thread while it holds it, the event loop and the
+job polls wait for it (bench/results/load.md). Here the lane's thread in the API
+(app/batcher.py) only gathers a batch and waits on a pipe, which releases the GIL; the pass
+runs in the child.
 
 The child is started with multiprocessing's "spawn" (a fresh interpreter: none of the API's
 threads, sockets or event loop), renices itself (PROTOTOK_DECODE_NICE applies to the whole
@@ -53,8 +53,8 @@ from prototok.codec import Decoded
 from prototok.errors import PrototokError
 from prototok.models import configure_threads
 from prototok.recipe import Arrangement
-from prototok.settings import Settings
 from service.errors import ServiceError
+from service.settings import ServiceSettings
 
 from .decode_pass import Job, Outcome, VectorsResult, decode_threads, lower_priority, run_batch
 
@@ -203,7 +203,7 @@ class DecodeProcess:
     """The API's handle on one model's decode process: started on first use, started afresh
     after a death. Used by one thread at a time (the model's lane)."""
 
-    def __init__(self, model: str, settings: Settings):
+    def __init__(self, model: str, settings: ServiceSettings):
         self.model, self.dtypes = model, list(settings.api_decode_dtypes)
         self.threads, self.nice = decode_threads(settings), settings.decode_nice
         self.pass_timeout = settings.decode_pass_timeout

@@ -11,8 +11,7 @@ from fastapi import Depends, FastAPI
 import prototok
 
 from .auth import caller_dep
-from .batcher import close_lanes
-from .decoding import preload
+from .decoding import Decoder
 from .deps import settings_dep
 from .errors import install_error_handlers
 from .limits import BodyLimit
@@ -37,12 +36,15 @@ V1_ERRORS = {401: {"model": ErrorBody, "description": "no API key, or an unknown
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI):
+async def lifespan(application: FastAPI):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    preload(settings_dep())
+    application.state.decoder = decoder = Decoder(settings_dep())
+    decoder.preload()
     yield
-    await asyncio.to_thread(close_lanes)  # each model's decode process exits (after the pass it is in)
+    await asyncio.to_thread(decoder.close)  # each model's decode process exits (after the pass it is in)
 
+
+settings_dep()  # read now: a bad PROTOTOK_* value stops `uvicorn app.main:app` here, with one line
 
 app = FastAPI(title="prototok", version=prototok.__version__, description=DESCRIPTION, lifespan=lifespan)
 install_error_handlers(app)

@@ -1,6 +1,6 @@
 """Request and response bodies: one declaration gives validation, the OpenAPI docs and examples.
 
-Limits that operators configure (text length, batch size, step cap) live in Settings and are
+Limits that operators configure (text length, batch size, step cap) live in service/settings.py and are
 checked in the routes, since a pydantic constraint is fixed when the class is defined.
 
 Numbers and flags are strict: pydantic's lax mode would read `true` as 1.0 in a vector or as 1
@@ -28,8 +28,8 @@ from pydantic import (
 )
 
 from prototok.recipe import COMPACT, Arrangement, EncodeConfig, Method, encode_config
-from prototok.settings import Settings
 from prototok.storage import MAX_HIDDEN
+from service.settings import ServiceSettings
 
 EXAMPLE_TEXT = "The quick brown fox jumps over the lazy dog."
 FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -97,7 +97,7 @@ class EncodeOptions(Strict):
             raise ValueError("give compact or storage/rank, not both")
         return self
 
-    def to_config(self, settings: Settings) -> EncodeConfig:
+    def to_config(self, settings: ServiceSettings) -> EncodeConfig:
         """The exact config a worker will run, with the step budget capped (InvalidInput: 422 naming the field)."""
         return encode_config(self.recipe or settings.recipe, max_steps_limit=settings.max_steps_limit,
                              default_storage=settings.storage, default_rank=settings.rank,

@@ -19,10 +19,10 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from prototok.settings import Settings
 from service import safejob
 from service.durations import ENCODE_BUCKETS, ENCODE_KEY
 from service.queues import live_workers
+from service.settings import ServiceSettings
 
 DECODE_SECONDS = Histogram(
     "prototok_decode_seconds", "One-pass decode latency in the API process (forward pass only)",
@@ -39,7 +39,7 @@ DECODE_BATCH = Histogram(
 class ServiceCollector:
     """Reads the pool's state from Redis at each scrape."""
 
-    def __init__(self, conn: Redis, settings: Settings):
+    def __init__(self, conn: Redis, settings: ServiceSettings):
         self.conn, self.settings = conn, settings
 
     def collect(self) -> Iterator[Metric]:
@@ -74,7 +74,7 @@ class ServiceCollector:
                                      buckets=buckets, sum_value=float(raw.get("sum", 0.0)))
 
 
-def render(conn: Redis, settings: Settings) -> bytes:
+def render(conn: Redis, settings: ServiceSettings) -> bytes:
     registry = CollectorRegistry()
     registry.register(DECODE_SECONDS)
     registry.register(DECODE_BATCH)

@@ -1,30 +1,26 @@
-"""Job polls and decodes under load: the old decode path against the decode lane (its passes in
-a thread of the API, and in a process of their own), in one run.
+"""Job polls and decodes under load, against the API's one decode path: each model's decode
+lane, its passes in the model's decode process (app/batcher.py, app/decode_process.py).
 
     python -m bench.load [--seconds 30] [--clients 200] [--decoders 50] [--poll-every 1.0] [--no-worst]
 
 Everything runs on loopback and is stopped at the end: a private redis-server on a free
 port (nothing on disk), one tiny-llama worker (it finishes the jobs that pollers ask about),
-and for each path one API (`uvicorn app.main:app`, access log off) that decodes with the
-embedded SmolLM2, as in issue 10. The encodings are ten ~16-token sentences
+and one API (`uvicorn app.main:app`, access log off) that decodes with the embedded SmolLM2. The encodings are ten ~16-token sentences
 (bench/sentences.py) encoded here with SmolLM2 and stored in that Redis.
 
 Clients (httpx async, one process): `--clients - --decoders` pollers each ask for a random
 job every `--poll-every` seconds; `--decoders` clients decode a random stored encoding
 (`GET /v1/embeddings/{id}/text`) back to back and check that the text is exact. Each path
-gets `--seconds` of this, in `--rounds` turns taken alternately with the other paths (the
-APIs stay up), so that a neighbour's burst on a shared machine hits all alike; only requests
-that complete inside a turn count, each has a 60 s timeout, and after each turn the API is
-left to finish what the stopped clients left in flight before the next turn starts.
+gets `--seconds` of this, in `--rounds` turns taken alternately with the other path, so that
+a neighbour's burst on a shared machine hits both alike; only requests that complete inside a
+turn count, each has a 60 s timeout, and after each turn the API is left to finish what the
+stopped clients left in flight before the next turn starts.
 
-Paths: `old` is PROTOTOK_DECODE_BATCHING=false (one pass per request in FastAPI's shared
-thread pool, as before), `thread` is the decode lane with its passes in its own thread of the
-API (PROTOTOK_DECODE_PROCESS=false, the lane before it had a process), `new` is the decode lane
-with its passes in the model's decode process (app/batcher.py, app/decode_process.py; the
-default), and `polls-only` is the new API with the pollers alone: the floor of poll latency on
-this machine at that moment. An API's CPU time and memory include its decode process.
+Paths: `api` is the pollers and the decoders together; `polls-only` is the same API with the
+pollers alone: the floor of poll latency on this machine at that moment. An API's CPU time and
+memory include its decode process.
 
-Then, on the new path, the largest decodes the default limits allow, with the peak resident
+Then, on that API, the largest decodes the default limits allow, with the peak resident
 memory (VmHWM from /proc) of the API and of its decode process after each: one chunk of
 PROTOTOK_MAX_DECODE_TOKENS positions, 64 chunks of 64, and an upload of 1024 chunks of 4 (the
 most an 8 MiB body holds comes to ~1800 chunks). Their vectors are random, so the upload answers 409 decode_mismatch
@@ -55,13 +51,9 @@ import torch
 from .common import machine, write
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "smollm2-135m-instruct"  # the decode model of issue 10's measurement; --model tiny-llama for a cheap pass
+MODEL = "smollm2-135m-instruct"  # --model tiny-llama for a cheap pass
 IDLE_MODEL = "tiny-gpt-neox"  # queued jobs wait on its queue: no worker serves it here
-PATHS = {  # path: the API settings that make it (polls-only runs on the new path's API)
-    "old": {"PROTOTOK_DECODE_BATCHING": "false"},
-    "thread": {"PROTOTOK_DECODE_BATCHING": "true", "PROTOTOK_DECODE_PROCESS": "false"},
-    "new": {"PROTOTOK_DECODE_BATCHING": "true", "PROTOTOK_DECODE_PROCESS": "true"},
-}
+PATHS = ("api", "polls-only")  # polls-only runs on the same API
 
 
 # --- processes ---
@@ -123,12 +115,11 @@ def start_redis(stack: ExitStack, tmp: Path) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def start_api(stack: ExitStack, tmp: Path, redis_url: str, path: str,
-              extra: dict[str, str]) -> tuple[str, subprocess.Popen]:
+def start_api(stack: ExitStack, tmp: Path, redis_url: str, extra: dict[str, str]) -> tuple[str, subprocess.Popen]:
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log"]
-    proc = spawn(stack, args, service_env(redis_url, **{**extra, **PATHS[path]}), tmp / f"api-{path}.log")
+    proc = spawn(stack, args, service_env(redis_url, **extra), tmp / "api.log")
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 300, "the API", proc)
     return url, proc
@@ -299,7 +290,7 @@ async def run_load(api: str, jobs: list[str], texts: dict[str, str], args, decod
 
 
 def batch_stats(api: str) -> float | None:
-    """Mean requests per decode pass, from the API's /metrics (new path only)."""
+    """Mean requests per decode pass, from the API's /metrics."""
     text = httpx.get(f"{api}/metrics", timeout=30).text
     vals = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
             if line.startswith("prototok_decode_batch_requests_") and " " in line}
@@ -381,23 +372,13 @@ def markdown(record: dict) -> str:
     lines.append("")
     lines.append("Status codes: " + "; ".join(f"{p['path']}: {p['statuses']}" for p in record["paths"]))
     by = {p["path"]: p for p in record["paths"]}
-    if "old" in by and "new" in by and by["old"]["decodes_per_s"]:
-        old, new = by["old"], by["new"]
-        lines.append(f"\nDecode throughput new/old: **{new['decodes_per_s'] / old['decodes_per_s']:.1f}x**; "
-                     f"poll p50 {old['poll_p50_ms']} -> {new['poll_p50_ms']} ms, "
-                     f"p99 {old['poll_p99_ms']} -> {new['poll_p99_ms']} ms.")
-    if "thread" in by and "new" in by:
-        thread, new = by["thread"], by["new"]
-        lines.append(f"Decode process against the lane's thread (`thread` -> `new`): poll p50 {thread['poll_p50_ms']} -> "
-                     f"{new['poll_p50_ms']} ms, p99 {thread['poll_p99_ms']} -> {new['poll_p99_ms']} ms, decodes/s "
-                     f"{thread['decodes_per_s']} -> {new['decodes_per_s']}.")
     if "polls-only" in by:
-        lines.append(f"`polls-only` is the new API with the {record['args']['clients'] - record['args']['decoders']} "
+        lines.append(f"`polls-only` is the same API with the {record['args']['clients'] - record['args']['decoders']} "
                      "pollers alone (no decoders): what polls cost on this machine at that moment, with nothing "
                      "decoding.")
     if record.get("worst"):
         lines += ["", (f"Largest decodes within the default limits (PROTOTOK_MAX_DECODE_TOKENS="
-                  f"{record['max_decode_tokens']}, 8 MiB body), one at a time on the idle new-path API after the load; "
+                  f"{record['max_decode_tokens']}, 8 MiB body), one at a time on the idle API after the load; "
                   "API baseline (model loaded, after the load run) "
                   f"{record['rss_before_worst']} MB peak, its decode process "
                   f"{record.get('decode_rss_before_worst') or '-'} MB:"), "",
@@ -408,12 +389,12 @@ def markdown(record: dict) -> str:
                          f"{w['api_peak_rss_mb']} | {w.get('decode_peak_rss_mb') or '-'} |")
     if record.get("lane"):
         lane = record["lane"]
-        lines += ["", f"The lane (new and thread paths): {lane['decode_threads']} torch thread(s), niceness {lane['decode_nice']}"
+        lines += ["", f"The lane: {lane['decode_threads']} torch thread(s), niceness {lane['decode_nice']}"
                   + (f", passes of up to {lane['decode_batch_tokens']} positions after up to "
                      f"{lane['decode_batch_wait_ms']} ms" if "decode_batch_tokens" in lane else "")
                   + ". (The header's thread count is the bench process's own.)"]
     lines += ["", ("The machine is shared with other engineers' jobs (2 cores): the load average columns say how "
-              "busy it was; compare the two paths of one run, not runs on different days.")]
+              "busy it was; compare the paths of one run, not runs on different days.")]
     return "\n".join(lines)
 
 
@@ -427,26 +408,24 @@ def main() -> None:
     ap.add_argument("--poll-every", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=20, help="finished jobs to poll (and as many queued ones)")
     ap.add_argument("--encode-steps", type=int, default=10)
-    ap.add_argument("--paths", nargs="+", default=["old", "thread", "new", "polls-only"],
-                    choices=[*PATHS, "polls-only"],
-                    help="thread: the lane without its decode process; polls-only: the new API with the pollers "
-                    "alone, the floor this machine allows")
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS,
+                    help="polls-only: the API with the pollers alone, the floor this machine allows")
     ap.add_argument("--no-worst", action="store_true", help="skip the largest-decode memory rows")
-    ap.add_argument("--api-env", nargs="*", default=[], metavar="PROTOTOK_X=V", help="extra settings for both APIs")
+    ap.add_argument("--api-env", nargs="*", default=[], metavar="PROTOTOK_X=V", help="extra settings for the API")
     args = ap.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("bench.load needs redis-server")
     torch.set_num_threads(1)
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    max_tokens = Settings().max_decode_tokens
+    max_tokens = ServiceSettings().max_decode_tokens
     extra = dict(kv.split("=", 1) for kv in args.api_env)
-    lane = Settings(**{k.removeprefix("PROTOTOK_").lower(): v for k, v in extra.items() if k.startswith("PROTOTOK_")})
+    lane = ServiceSettings(**{k.removeprefix("PROTOTOK_").lower(): v for k, v in extra.items() if k.startswith("PROTOTOK_")})
     record: dict = {"machine": machine(), "args": vars(args), "model": args.model, "paths": [],
                     "max_decode_tokens": max_tokens,
                     "lane": {k: getattr(lane, k) for k in ("decode_threads", "decode_nice", "decode_batch_tokens",
                                                          "decode_batch_wait_ms", "decode_queue_max")},
-                    "path_settings": PATHS}
+                    }
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-load-") as tmpdir:
         tmp = Path(tmpdir)
         redis_url = start_redis(stack, tmp)
@@ -454,15 +433,13 @@ def main() -> None:
         worker = spawn(stack, [sys.executable, "-m", "worker"],
                        service_env(redis_url, PROTOTOK_MODEL="tiny-llama", OMP_NUM_THREADS="1"), tmp / "worker.log")
         env = {"PROTOTOK_MODEL": args.model, **dict(kv.split("=", 1) for kv in args.api_env)}
-        apis = {path: start_api(stack, tmp, redis_url, path, env) for path in args.paths if path != "polls-only"}
-        if "polls-only" in args.paths:
-            apis["polls-only"] = apis["new"] if "new" in apis else start_api(stack, tmp, redis_url, "new", env)
-        first = next(iter(apis.values()))[0]
+        api_proc = start_api(stack, tmp, redis_url, env)
+        apis = {path: api_proc for path in args.paths}
+        first = api_proc[0]
         wait_until(lambda: "tiny-llama" in httpx.get(f"{first}/readyz").json().get("models", []), 300,
                    "the tiny-llama worker", worker)
         jobs = make_jobs(first, redis_url, args.jobs)
-        for api, _ in apis.values():
-            warm_up(api, texts)
+        warm_up(first, texts)
         tallies = {path: Tally() for path in apis}
         loads: dict[str, list[float]] = {path: [] for path in apis}
         drain: dict[str, list[float]] = {path: [] for path in apis}
@@ -476,14 +453,14 @@ def main() -> None:
         for path, (api, proc) in apis.items():
             row = {"path": path, **tallies[path].summary(), "load_avg_1m": loads[path], "drain_s": drain[path],
                    "api_peak_rss_mb": peak_rss_mb(proc.pid)[0], "decode_peak_rss_mb": decode_peak_rss_mb(proc.pid),
-                   "mean_batch": batch_stats(api) if path in ("new", "thread") else None}
+                   "mean_batch": batch_stats(api) if path == "api" else None}
             if path == "polls-only":
                 row.update(decodes_per_s=None, decode_p50_ms=None, decode_p99_ms=None, api_peak_rss_mb=None,
                            decode_peak_rss_mb=None)
             print(row, flush=True)
             record["paths"].append(row)
-        if "new" in apis and not args.no_worst:
-            api, proc = apis["new"]
+        if not args.no_worst:
+            api, proc = api_proc
             record["rss_before_worst"] = peak_rss_mb(proc.pid)[0]
             record["decode_rss_before_worst"] = decode_peak_rss_mb(proc.pid)
             from prototok import load_model

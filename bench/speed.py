@@ -219,7 +219,7 @@ def ablation(started: str, args, old: Side, new: Side) -> None:
 
 
 def chunk_curve(started: str, args, new: Side) -> None:
-    """The issue's "chunk length for throughput": one 64-token passage split into chunks of c
+    """The chunk length for throughput: one 64-token passage split into chunks of c
     tokens is c-token rows optimised together in one batch; shorter chunks need far fewer steps
     each, and a batch of rows costs less than that many single rows, but store more vectors."""
     from prototok import load_model

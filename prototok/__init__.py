@@ -58,7 +58,7 @@ def __dir__() -> list[str]:
 
 class _Package(ModuleType):
     """Importing the submodule `prototok.optimize` sets the package attribute `optimize` to that
-    module; keep the function there instead, as the eager imports this file used to make did."""
+    module; keep the function of that name there instead, which is what `prototok.optimize` means."""
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in _WHERE and isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}":

@@ -1,7 +1,9 @@
-"""Command line: `prototok encode`, `prototok decode`, `prototok experiment`, `prototok keys`.
+"""Command line: `prototok encode`, `prototok decode`, `prototok start`, `prototok experiment`,
+and the commands other installed packages register (the service's `prototok keys`).
 
-Bad input (empty text, missing or corrupt file, unknown model, wrong model for a file)
-exits with code 2 and one line on stderr; any other failure exits 1, also one line.
+Bad input (empty text, missing or corrupt file, unknown model, wrong model for a file, a
+PROTOTOK_* setting it does not take) exits with code 2 and one line on stderr; any other failure
+exits 1, also one line.
 """
 
 from __future__ import annotations
@@ -10,12 +12,49 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Other packages add commands here, each a typer app named like its entry point, loaded only when
+# it is run or listed: the service registers `keys` (pyproject.toml), so the core imports nothing of it.
+COMMANDS_GROUP = "prototok.commands"
+
+
+class Commands(TyperGroup):
+    """prototok's own commands, then those registered under COMMANDS_GROUP by installed packages."""
+
+    def list_commands(self, ctx) -> list[str]:
+        own = super().list_commands(ctx)
+        return own + sorted({ep.name for ep in entry_points(group=COMMANDS_GROUP)} - set(own))
+
+    def get_command(self, ctx, name: str):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        for ep in entry_points(group=COMMANDS_GROUP, name=name):
+            command = typer.main.get_command(ep.load())
+            command.name = name
+            return command
+        return None
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress texts into two proto-token embeddings of a frozen LLM, and back.")
+
+
+@app.callback()
+def check_settings() -> None:
+    """Before any command: the core's PROTOTOK_* settings, so a bad value stops here with one line."""
+    from .settings import SettingsError, get_settings
+
+    try:
+        get_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 SERVER_HELP = "Run on a prototok service at this URL (e.g. http://127.0.0.1:8000) instead of here."
@@ -114,7 +153,7 @@ def encode(
                                                                  "for each."),
     batch: int = typer.Option(16, "--batch", min=1, max=1024,
                               help="Texts optimised together in one batch (one job with --server); 8-32 gave about "
-                                   "2x the texts per second of one at a time on 2 CPU cores (README)."),
+                                   "2x the texts per second of one at a time on 2 CPU cores (docs: Benchmarks)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="With --out-dir: leave texts whose output "
                                                                        "file exists (resume a stopped run)."),
     model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias (default: embedded SmolLM2)."),
@@ -136,9 +175,9 @@ def encode(
     rank: int | None = typer.Option(None, help="Optimise and store e and m as this many coefficients in a fixed "
                                                "basis (0 = full vectors)."),
     compact: bool = typer.Option(False, "--compact", help="The smallest storage the size benchmark found to keep "
-                                                          "sentences lossless (see README)."),
+                                                          "sentences lossless (docs: The file format)."),
     model_m: bool = typer.Option(False, "--model-m", help="Freeze m at the model's shared m (its start, stored once "
-                                                          "per model); train and store only e (see README)."),
+                                                          "per model); train and store only e (docs: The file format)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     api_key: str | None = typer.Option(None, "--api-key", help=KEY_HELP),
@@ -335,54 +374,6 @@ def _decode_on_server(url: str, api_key: str | None, file: Path,
     with Client(url, api_key=api_key) as client:
         res = client.decode(file)
     return res.text, res.accuracy, res.decode_ms / 1000, res.dtype
-
-
-keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service, in the Redis at PROTOTOK_REDIS_URL.")
-app.add_typer(keys_app, name="keys")
-
-
-def _key_store():
-    """The service's key store (service/keys.py: Redis only, no web stack) on PROTOTOK_REDIS_URL."""
-    from redis import Redis
-
-    from service.keys import KeyStore
-
-    from .settings import get_settings
-
-    return KeyStore(Redis.from_url(get_settings().redis_url, socket_connect_timeout=5, socket_timeout=10))
-
-
-@keys_app.command("create")
-@friendly_errors
-def keys_create(
-    name: str = typer.Argument(..., help="Who the key is for: 1-64 letters, digits or _.@-"),
-    admin: bool = typer.Option(False, "--admin", help="An admin key sees and deletes every key's jobs and embeddings."),
-) -> None:
-    """Make a key and print it, alone, on stdout (it is stored hashed: this is the only time it is shown)."""
-    typer.echo(_key_store().create(name, admin=admin))
-
-
-@keys_app.command("list")
-@friendly_errors
-def keys_list(as_json: bool = typer.Option(False, "--json", help="One JSON list of {name, admin, created}.")) -> None:
-    """Name, role and creation time of every key (never the keys themselves)."""
-    import time
-
-    keys = _key_store().list()
-    if as_json:
-        typer.echo(json.dumps([{"name": k.name, "admin": k.admin, "created": k.created} for k in keys]))
-        return
-    for k in keys:
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created))
-        typer.echo(f"{k.name}\t{'admin' if k.admin else 'user'}\t{created}")
-
-
-@keys_app.command("revoke")
-@friendly_errors
-def keys_revoke(name: str = typer.Argument(..., help="The key's name.")) -> None:
-    """The key stops working at once; what it made stays (an admin key still sees it)."""
-    _key_store().revoke(name)
-    typer.echo(f"revoked {name}", err=True)
 
 
 start_app = typer.Typer(no_args_is_help=True, help="Warm starts: the e and m an encode begins from, one per model.")

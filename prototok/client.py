@@ -1,6 +1,6 @@
 """A Python client for the prototok service: encode, watch the job, fetch, decode, delete.
 
-Example (a service running at the URL; see the README):
+Example (a service running at the URL; docs/python.md):
 
     from prototok.client import Client
 

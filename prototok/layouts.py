@@ -9,7 +9,7 @@ cannot change the positions before it.
 An optional fixed *sink* (the model's BOS embedding, frozen, not trained) can sit before
 the proto-tokens: models trained with BOS always at position 0 use that position as an
 attention sink (Xiao et al. 2023, which the paper cites), and without it e's own position
-must both be the sink and predict t1 (see README, "The optimisation recipe").
+must both be the sink and predict t1 (docs/how-it-works/recipe.md, "Why the sink").
 """
 
 from __future__ import annotations

@@ -134,12 +134,12 @@ class Recipe:
     ste_steps: int = 100
     # Begin the first restart from the model's start (prototok/starts.py: an m shared over many
     # texts and the mean of their e's), where one exists for the model's weights; other restarts,
-    # low-rank codes and [mem] start at random as before.
+    # low-rank codes and [mem] start at random.
     warm_start: bool = False
     # Spike guard: when a row's loss rises this many nats above its lowest so far, its vectors and
     # Adam moments go back to that lowest point, the update is skipped, and the row's lr is scaled by
     # `spike_lr`. Adam at a high lr now and then overshoots into a region it takes tens of steps to
-    # leave (levers.md, "A spike guard on the loss"). 0 = off.
+    # leave (bench/results/levers.md, "A spike guard on the loss"). 0 = off.
     spike_guard: float = 0.0
     spike_lr: float = 0.7
 
@@ -177,21 +177,17 @@ class Recipe:
 # The paper's recipe, verbatim.
 PAPER = Recipe()
 
-# Measured on SmolLM2-135M on CPU (bench/results/recipe.md, speed.md, README "The optimisation
-# recipe"): a frozen BOS sink before [e, m, ...] (without it e's position never learnt t1),
-# Kuratov's embedding-scale init, warm-up and cosine decay. One restart at lr 0.08 needs about
-# as many steps as the best of four at 0.05, and a step of one row costs far less than of four.
-# The margin makes an encoding decode the same in another batch, thread count or dtype.
-# The margin loss (`loss_margin`) and restarts of stalled runs (`restart_every`) cut steps on
-# ~16-token sentences but a fixed 200-step attempt left a 32-token passage unsolved at 1000 steps
-# (bench/results/speed.md), so both are options, off here, until the attempt length follows the
-# text's length (README "The optimisation recipe"). The warm start (prototok/starts.py: an m
-# shared by 32 shipped prose chunks and their mean e, begun from in place of random vectors) cut
-# the median steps to lossless on held-out 16-token prose from 240.5 to 145 and ended the stalls
-# (4 of 16 texts capped at 600 steps cold, none of 20 warm): bench/results/levers.md, speed.md.
-# The spike guard (back to the lowest-loss state, lr x0.7, when the loss jumps 1 nat above it) cut
-# the total steps to lossless by 10% on 21 texts: 13% on the 10 sentences, 5% and 9% on 11 held-out
-# ones (levers.md, speed.md).
+# The default: the paper's method with the recipe that makes SmolLM2-135M lossless in fewer steps
+# on a CPU (docs/how-it-works/recipe.md; the numbers in bench/results/recipe.md, speed.md, levers.md):
+# - a frozen BOS sink before [e, m, ...]: without it, e's own position never learns t1;
+# - Kuratov's embedding-scale init, warm-up and cosine decay;
+# - one restart at lr 0.08: about as many steps as the best of four at a lower lr, for a quarter
+#   of the rows a step computes;
+# - a 1-nat margin: an encoding decodes the same in another batch shape, thread count or dtype;
+# - the model's warm start (prototok/starts.py): fewer steps, and no stalled texts;
+# - the spike guard (back to the lowest-loss state at 0.7x the lr when the loss jumps 1 nat).
+# The margin loss (`loss_margin`) and restarts of stalled runs (`restart_every`) are off: their
+# fixed attempt length suits short texts and leaves longer ones unsolved.
 TUNED = Recipe(
     lr=0.08,
     init=Init.EMBEDDING,
@@ -207,17 +203,17 @@ TUNED = Recipe(
 
 RECIPES: dict[str, Recipe] = {"paper": PAPER, "tuned": TUNED}
 
-# `prototok encode --compact` / the API's "compact": true. The smallest storage seen to keep a
-# benchmark sentence lossless from the vectors alone on SmolLM2 (bench/results/size_rank_probe.md:
-# int8 1160 B lossless; rank 32 int8, 72 B, rebuilt 5 of 15 tokens). README "What an encoding weighs".
+# `prototok encode --compact` / the API's "compact": true. The smallest storage seen to keep the
+# benchmark sentences lossless from the vectors alone on SmolLM2: int8 at full rank; rank 32 lost
+# tokens (bench/results/size.md, size_rank_probe.md; docs/how-it-works/file-format.md).
 COMPACT = {"storage": "int8", "rank": 0}
 
 
 # Longer texts are split into chunks of at most this many tokens, each its own (e, m) row, optimised
 # together in one batch. Shorter chunks need far fewer steps each and extra rows cost little, but
-# every chunk stores two more vectors: 64-token prose on 2 cores (bench/results/speed-chunks.md)
-# took ~1 min in 16-token chunks, ~2 min in 32 and was not lossless after 1000 steps (6 min) as one
-# 64-token chunk. 32 keeps 16 tokens per vector and a 64-token passage within the issue's 3 minutes.
+# every chunk stores two more vectors. 32 tokens (16 per stored vector) keeps 64-token prose
+# lossless within the step budget on a CPU, where one 64-token chunk is not
+# (bench/results/speed-chunks.md).
 CHUNK_TOKENS = 32
 
 
@@ -289,7 +285,7 @@ class EncodeConfig:
 
     @property
     def plain(self) -> bool:
-        """float32 full vectors, as before storage options: no straight-through phase, no basis."""
+        """float32 full vectors, the format every prototok reads: no straight-through phase, no basis."""
         return is_plain(self.storage, self.rank)
 
     @property

@@ -1,84 +1,91 @@
-"""All configuration, read once from the environment (prefix PROTOTOK_).
+"""The core's settings: what prototok/ itself reads, from PROTOTOK_* environment variables.
 
-One class serves the CLI, the API and the worker, so a value means the same thing
-everywhere. Tests override it by constructing Settings(...) or setting env vars.
+The service extends them with its own (Redis, limits, keys and quotas, the API's decoding) in
+service/settings.py. Choices are typed, so a value that is not one of them is refused when the
+settings are read, with one line naming the variable and the values it takes (SettingsError):
+each process reads its settings at start-up (the CLI before any command runs), not at a request.
+Tests override them by constructing Settings(...) or setting the variables.
 """
 
 from __future__ import annotations
 
+import re
+import typing
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+ENV_PREFIX = "PROTOTOK_"
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # auto: cuda when present, else cpu
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+        raise ValueError(f"is not one of: {', '.join(DEVICES)}")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_device)]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PROTOTOK_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=None, extra="ignore")
 
-    # core
-    model: str = DEFAULT_MODEL  # the model a worker serves and the CLI uses by default
-    device: str = "auto"  # "auto" = cuda when present, else cpu
-    dtype: str = "auto"  # "auto" = bfloat16 where the hardware has it natively (cuda, CPUs with AVX512-BF16/AMX), else float32
+    model: str = DEFAULT_MODEL  # the model the CLI and the library load when none is named, and a worker serves
+    device: Device = "auto"
+    # auto: bfloat16 where the hardware multiplies it natively (CUDA; CPUs with AVX512-BF16, AMX or Arm BF16),
+    # else float32 (prototok.models.resolve_dtype)
+    dtype: Dtype = "auto"
     threads: int = 0  # torch intra-op threads; 0 = every core the process may use; -1 = leave torch's choice alone
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "prototok")
     offline: bool = True  # never reach a model hub; only local files and the embedded model
-    recipe: str = "tuned"  # "tuned" or "paper" (prototok.recipe.RECIPES)
-    # How the service's encodings store e and m when a request names neither (prototok/storage.py; README
-    # "What an encoding weighs"): float32 | float16 | bfloat16 | int8, and rank 0 = full vectors. int8: the
-    # smallest storage that kept 10/10 benchmark sentences lossless, at 1.02x float32's encode time
-    # (bench/results/size.md). The CLI and library default stays float32 (`--storage`, EncodeConfig).
-    storage: str = "int8"
-    rank: int = Field(0, ge=0)
 
-    # service
-    # With a password (requirepass or an ACL user) the URL carries it: redis://[user]:PASSWORD@host:6379/0
-    # (rediss:// for TLS). Whoever can write to this Redis can read, change and delete every job and
-    # encoding and queue encode jobs; it cannot make the API or a worker run code (docs/service.md).
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    queue_name: str = "prototok"
-    max_text_chars: int = 20_000  # longer texts are refused with 413
-    max_batch_texts: int = 64  # texts in one POST /v1/encode
-    max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies are refused with 413 before parsing
-    max_steps_limit: int = 5000  # a job may not ask for more optimisation steps than this
-    job_timeout_s: int = 3600  # RQ kills a job that runs longer
-    job_result_ttl_s: int = 7 * 24 * 3600  # job records; stored encodings never expire
-    progress_every: int = 10  # steps between progress reports to Redis
-    heartbeat_ttl_s: int = 30  # a worker silent this long is dead: its models unlisted, its running job failed
-    job_retries: int = 0  # re-runs of a job whose worker died or that raised; 0 = it ends failed with the reason
-    # rows (chunks x restarts) a worker optimises in one continuous batch, over all the jobs it holds;
-    # 0 = the default for its device (worker/runner.py), 1 = one job at a time
-    worker_max_rows: int = Field(0, ge=0)
-    api_preload: bool = True  # the API loads PROTOTOK_MODEL at start-up so the first decode is not a model load
-    api_decode_models: list[str] = Field(default_factory=list)  # extra models the API may load to decode
-    # dtypes in which the API may keep another copy of a model, to decode encodings made in that
-    # dtype in it (e.g. ["float32"] beside a bfloat16 API); others decode in the API's own dtype
-    api_decode_dtypes: list[str] = Field(default_factory=list)
-    max_decode_tokens: int = Field(4096, ge=1)  # positions one decode may ask for (JSON, upload or stored): 413 above
-    decode_batching: bool = True  # decodes go to one lane per model that joins them into batched passes;
-    #                               false: one pass per request in the shared thread pool (the old path)
-    decode_process: bool = True  # a lane's passes run in a child process of the API (one per model), so they
-    #                              never hold the GIL the event loop needs; false: in the lane's own thread
-    decode_batch_tokens: int = Field(1024, ge=1)  # positions one batched pass may join (a bigger request runs alone)
-    decode_batch_wait_ms: float = Field(2.0, ge=0)  # how long a lane waits for company for a pass
-    decode_queue_max: int = Field(256, ge=1)  # decodes waiting in their model's lane; more: 503 decode_busy
-    decode_threads: int = Field(0, ge=0)  # torch threads of the API's decode passes; 0 = cores - 1 (a core for requests)
-    decode_nice: int = Field(5, ge=0, le=19)  # CPU niceness of the decode process (or thread), so requests go first
-    # seconds a decode process may take to answer one batch (its passes, and the one-by-one redo of a batch that
-    # failed); past it the process is killed, the batch answers 503 decode_unavailable and a new process serves the
-    # next one. Far above the longest pass the limits allow (SmolLM2, 4096 positions, 2-core CPU: about 10 s)
-    decode_pass_timeout: float = Field(120.0, ge=1, le=3600)
-    redis_retry_max_s: float = Field(10.0, gt=0)  # a worker retries Redis writes with backoff up to this wait
 
-    # access: API keys, quotas and rate limits (docs/service.md, "Keys and quotas")
-    auth: bool = True  # every /v1 route needs `Authorization: Bearer KEY`; PROTOTOK_AUTH=off for a local sandbox
-    rate_limit_per_s: int = 20  # requests per second per key; over it: 429 rate_limited; 0 = no limit
-    max_jobs_per_key: int = 4  # a key's queued + running jobs; one more: 429 too_many_jobs; 0 = no limit
-    max_encode_budget: int = 100_000_000  # per job: sum of text bytes x max_steps x seeds; over it: 413
+class SettingsError(ValueError):
+    """A PROTOTOK_* variable whose value its setting does not take; the message is one line."""
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def read(cls: type[S]) -> S:
+    """`cls()` from the environment, or SettingsError naming each variable that is wrong."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_problem(cls, err) for err in exc.errors(include_url=False))) from None
+    except SourceError as exc:  # a list variable that is not JSON: 'error parsing value for field "x" ...'
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = ENV_PREFIX + field.group(1).upper() if field else "a PROTOTOK_* variable"
+        raise SettingsError(f"{name} is not valid: not a JSON list (e.g. '[\"a\", \"b\"]')") from None
+
+
+def _problem(cls: type[BaseSettings], err: dict) -> str:
+    field = str(err["loc"][0])
+    allowed = choices(cls, field)
+    message = err["msg"].removeprefix("Value error, ")
+    if allowed:
+        message = f"is not one of: {', '.join(allowed)}"
+    elif not message.startswith("is not"):
+        message = f"is not valid: {message}"
+    return f"{ENV_PREFIX}{field.upper()}={err.get('input')!r} {message}"
+
+
+def choices(cls: type[BaseSettings], field: str) -> tuple[str, ...]:
+    """The values a typed setting takes (a Literal, alone or in a list), else ()."""
+    kind = cls.model_fields[field].annotation
+    while typing.get_origin(kind) in (list, tuple, Annotated):
+        kind = typing.get_args(kind)[0]
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """This process's core settings, read once (SettingsError for a bad value)."""
+    return read(Settings)

@@ -35,8 +35,8 @@ def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
 
 
 def size_report(text: str, n_tokens: int, vectors_bytes: int, file_bytes: int) -> dict:
-    """The issue's contract: vectors_bytes, file_bytes, text_bytes, gzip_bytes, zstd_bytes,
-    bits_per_char, plus bits_per_token."""
+    """What an encoding weighs beside the text and its usual compressions: vectors_bytes, file_bytes,
+    text_bytes, gzip_bytes, zstd_bytes, bits_per_char and bits_per_token."""
     raw = text.encode("utf-8")
     return {
         "vectors_bytes": int(vectors_bytes),

@@ -3,7 +3,7 @@
     python scripts/bench_decode.py [--model smollm2-135m-instruct] [--tokens 8 64 256] [--runs 20] [--threads 1]
 
 Prints the median and p90 of `Decoded.seconds` per text length: the number behind the
-README's "decode runs in the API process" (docs/service.md).
+results in bench/results/api-decode.md (docs/service/index.md, "Where decoding runs").
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 # API keys: with auth on (the default) the demo makes a key of its own (`prototok keys create`)
 # and revokes it when done; PROTOTOK_AUTH=off runs the whole service as an open local sandbox.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."
 echo "demo: installing into .venv (about a minute the first time, seconds after that)"
 bash scripts/install.sh
 . .venv/bin/activate

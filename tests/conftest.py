@@ -33,7 +33,7 @@ import torch
 
 from prototok import EncodeConfig, load_model
 from prototok.recipe import TUNED
-from prototok.settings import get_settings
+from service.settings import clear_cache, get_settings
 
 
 @pytest.fixture(scope="session")
@@ -64,18 +64,16 @@ def service_env(**extra: str) -> dict[str, str]:
     """Environment of the service under test: its own Redis DB, tiny limits, fast heartbeats.
     Auth stays on (the default); the per-key rate and job limits are lifted so that polling tests
     and tests that queue many jobs are not throttled (test_service_access.py sets them low).
-    One decode thread: an API in the test process must not change the torch threads of the tests.
-    Decode passes in the lane's thread (PROTOTOK_DECODE_PROCESS=false): a decode process per test
-    module would add its start-up (seconds, and far more on a busy host) to each module's first
-    decode. `Api`, the API as a process, decodes in its decode process, as deployed; so do the
-    tests of test_decode_process.py and test_batcher.py."""
+    One torch thread for the decode processes. The in-process APIs (LocalApi) share one decoder per
+    settings for the session (`Decoders`): a decode process per test module would add its start-up
+    (seconds, and far more on a busy host) to each module's first decode."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOTOK_")}
     env.update(PROTOTOK_REDIS_URL=SERVICE_REDIS_URL, PROTOTOK_MODEL="tiny-llama", PROTOTOK_HEARTBEAT_TTL_S="4",
                PROTOTOK_PROGRESS_EVERY="5", PROTOTOK_API_PRELOAD="false", PROTOTOK_MAX_TEXT_CHARS="300",
                PROTOTOK_MAX_BODY_BYTES="100000", PROTOTOK_MAX_DECODE_TOKENS="512",
                PROTOTOK_MAX_BATCH_TEXTS="4", PROTOTOK_MAX_STEPS_LIMIT="5000", PROTOTOK_RATE_LIMIT_PER_S="0",
                PROTOTOK_MAX_JOBS_PER_KEY="0", OMP_NUM_THREADS="1", PROTOTOK_THREADS="1", PROTOTOK_DTYPE="float32",
-               PROTOTOK_DECODE_THREADS="1", PROTOTOK_DECODE_PROCESS="false", PYTHONUNBUFFERED="1")
+               PROTOTOK_DECODE_THREADS="1", PYTHONUNBUFFERED="1")
     if "PROTOTOK_CACHE_DIR" in os.environ:
         env["PROTOTOK_CACHE_DIR"] = os.environ["PROTOTOK_CACHE_DIR"]
     env.update(extra)
@@ -158,7 +156,7 @@ class Api:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.env = service_env(**{"PROTOTOK_DECODE_PROCESS": "true", **env})  # decodes as deployed
+        self.env = service_env(**env)
         self.proc = Proc(args, self.env, log)
         self.http = httpx.Client(base_url=self.url, timeout=120)
         self.key_name = ""
@@ -224,15 +222,13 @@ def wait_job(api, job_id: str, timeout: float, proc=None, every: float = 0.25) -
 
 def use_settings(patch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     """Make `env`'s PROTOTOK_* variables this process's settings, as they would be a process's."""
-    from prototok.settings import get_settings
-
     for name in [n for n in os.environ if n.startswith("PROTOTOK_") and not n.startswith("PROTOTOK_TEST_")]:
         if name not in env:
             patch.delenv(name)
     for name, value in env.items():
         if name.startswith("PROTOTOK_"):
             patch.setenv(name, value)
-    get_settings.cache_clear()
+    clear_cache()
 
 
 class ApiLogFormat(logging.Formatter):
@@ -258,23 +254,62 @@ def not_the_worker(record: logging.LogRecord) -> bool:
                 or record.name.startswith("prototok.worker"))
 
 
+class Decoders:
+    """What the in-process APIs (LocalApi) decode with: one Decoder (app/decoding.py) per distinct
+    service settings, kept for the whole session, so that its lanes (and decode processes) start
+    once, not once per test module. Each is the app's own kind, made from the settings in force
+    when it is first asked for, as an API process started with them would make it at start-up.
+    Installed as the app's `decoder_dep`."""
+
+    def __init__(self):
+        self.made: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        from app.decoding import Decoder
+
+        settings = get_settings()
+        key = settings.model_dump_json()
+        with self._lock:
+            if key not in self.made:
+                self.made[key] = Decoder(settings)
+            return self.made[key]
+
+    def close(self, keep: set[str] = frozenset()) -> None:
+        """Close every decoder but those under `keep` (their lanes stop, their processes exit)."""
+        with self._lock:
+            gone = [self.made.pop(key) for key in list(self.made) if key not in keep]
+        for decoder in gone:
+            decoder.close()
+
+
+DECODERS = Decoders()
+
+
 class LocalApi:
     """The API (app.main:app) in this process, configured as `Api` configures its process (the
     PROTOTOK_* variables of service_env, read through get_settings), against the real Redis.
 
     `http` is a FastAPI TestClient: each request runs the real app (middleware, routes, error
-    handlers, decode lanes) with no server. `url`, `port` and `net` (an httpx client on `url`)
+    handlers, decode lanes) with no server. It decodes with the session's decoder for its settings
+    (`Decoders`), or, with `own_decoder`, with the one the app's start-up made, which its
+    shut-down closes. `url`, `port` and `net` (an httpx client on `url`)
     serve the same app with uvicorn on a thread, for what needs a socket: the Python client, the
     CLI, a browser, schemathesis, a raw keep-alive connection, a streamed upload. What the app
     logs goes to the file `log`, as a process's output would.
     """
 
-    def __init__(self, log: Path, **env: str):
+    def __init__(self, log: Path, own_decoder: bool = False, **env: str):
         from fastapi.testclient import TestClient
 
+        from app.deps import decoder_dep
         from app.main import app
 
-        self.app, self.log, self.env = app, log, service_env(**env)
+        self.app, self.log, self.env, self.own_decoder = app, log, service_env(**env), own_decoder
+        if own_decoder:
+            app.dependency_overrides.pop(decoder_dep, None)
+        else:
+            app.dependency_overrides[decoder_dep] = DECODERS
         self._patch = pytest.MonkeyPatch()
         use_settings(self._patch, self.env)
         self._handler = logging.FileHandler(log, encoding="utf-8")
@@ -295,21 +330,23 @@ class LocalApi:
     @contextlib.contextmanager
     def configured(self, **env: str) -> Iterator[LocalApi]:
         """Other settings for a while, as another API process started with them would have
-        (with its own decode lanes, started on first use with these settings)."""
-        from app.batcher import close_lanes
-        from prototok.settings import get_settings
-
+        (with its own decoder, made for these settings and closed after)."""
+        before = set(DECODERS.made)
         with pytest.MonkeyPatch.context() as patch:
             for name, value in env.items():
                 patch.setenv(name, value)
-            get_settings.cache_clear()
-            close_lanes()
+            clear_cache()
             try:
                 yield self
             finally:
-                close_lanes()
-                get_settings.cache_clear()
-        get_settings.cache_clear()
+                DECODERS.close(keep=before)
+                clear_cache()
+        clear_cache()
+
+    @property
+    def decoder(self):
+        """The Decoder this API's routes decode with now."""
+        return self.app.state.decoder if self.own_decoder else DECODERS()
 
     @property
     def port(self) -> int:
@@ -347,8 +384,6 @@ class LocalApi:
         return r.json().get("models", []) if r.status_code in (200, 503) else []
 
     def close(self) -> None:
-        from prototok.settings import get_settings
-
         if self._server is not None:
             self._server.should_exit = True
             self._thread.join(30)
@@ -358,7 +393,11 @@ class LocalApi:
         logging.getLogger().removeHandler(self._handler)
         self._handler.close()
         self._patch.undo()
-        get_settings.cache_clear()
+        clear_cache()
+        if self.own_decoder:
+            from app.deps import decoder_dep
+
+            self.app.dependency_overrides[decoder_dep] = DECODERS
 
 
 class LocalWorker:
@@ -373,7 +412,6 @@ class LocalWorker:
     """
 
     def __init__(self, model: str = "tiny-llama"):
-        from prototok.settings import get_settings
         from worker.retry import connect
         from worker.runner import Pulse, announce_serving
 
@@ -394,7 +432,6 @@ class LocalWorker:
     def start(self) -> LocalWorker:
         from rq.timeouts import TimerDeathPenalty
 
-        from prototok.settings import get_settings
         from worker.runner import ModelWorker, model_worker
 
         class ThreadWorker(ModelWorker):
@@ -427,7 +464,6 @@ class LocalWorker:
 
     def burst(self) -> None:
         """Run every job now queued for the model, in this thread, with the same worker each time."""
-        from prototok.settings import get_settings
         from worker.runner import model_worker
 
         if self._burst_worker is None:
@@ -469,6 +505,13 @@ def service_redis():
     conn.flushdb()
     yield conn
     conn.flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_decoders() -> Iterator[Decoders]:
+    """The in-process APIs' decoders; closed at the end of the session."""
+    yield DECODERS
+    DECODERS.close()
 
 
 @pytest.fixture(scope="session")
@@ -518,6 +561,6 @@ def api_headers(api_key) -> dict[str, str]:
 def start_cache(tmp_path, monkeypatch):
     """PROTOTOK_CACHE_DIR in a fresh directory, where `prototok start train` writes a model's start."""
     monkeypatch.setenv("PROTOTOK_CACHE_DIR", str(tmp_path))
-    get_settings.cache_clear()
+    clear_cache()
     yield tmp_path
-    get_settings.cache_clear()
+    clear_cache()

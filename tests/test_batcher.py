@@ -1,6 +1,5 @@
-"""The decode lane (app/batcher.py) on tiny-llama, with its passes in a decode process (the
-default) and in its own thread (PROTOTOK_DECODE_PROCESS=false): concurrent decodes share one
-pass, every answer is the one a pass alone gives, one bad request never fails the others, and a
+"""The decode lane (app/batcher.py) on tiny-llama, its passes in the model's decode process:
+concurrent decodes share one pass, every answer is the one a pass alone gives, one bad request never fails the others, and a
 full queue says so instead of growing. What only the process has (a death, the pipe): test_decode_process.py."""
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from app.telemetry import DECODE_BATCH
 from prototok import decode_vectors, encode_texts
 from prototok.errors import BadVectors, DecodeMismatch
 from prototok.recipe import Arrangement
-from prototok.settings import Settings
+from service.settings import ServiceSettings
 
 TEXTS = ["one", "a second text", "the third, longest text of all", "four"]
 
@@ -28,15 +27,14 @@ def encodings(tiny):
     return encode_texts(tiny, TEXTS, EncodeConfig(recipe=TUNED.with_(max_steps=4, seeds=1)))
 
 
-@pytest.fixture(params=["process", "thread"])
-def lane(request) -> Iterator[Callable[..., DecodeLane]]:
+@pytest.fixture
+def lane() -> Iterator[Callable[..., DecodeLane]]:
     """Lanes whose thread is not started yet, so a test can fill the queue first; closed after the
     test (their decode processes exit). One torch thread, as the tests' own."""
     made: list[DecodeLane] = []
 
     def make(**settings) -> DecodeLane:
-        made.append(DecodeLane("tiny-llama", Settings(decode_process=request.param == "process", decode_threads=1,
-                                                      **settings)))
+        made.append(DecodeLane("tiny-llama", ServiceSettings(decode_threads=1, **settings)))
         return made[-1]
 
     yield make

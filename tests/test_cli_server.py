@@ -132,8 +132,8 @@ def test_the_server_job_draws_the_encode_bar(remote, tmp_path):
                                   "--seeds", "2", *remote], env)
     assert code == 0, screen
     from prototok.recipe import TUNED
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    budget = 300 + (TUNED.ste_steps if Settings().storage != "float32" else 0)  # int8 by default: the polish counts
+    budget = 300 + (TUNED.ste_steps if ServiceSettings().storage != "float32" else 0)  # int8 by default: the polish counts
     assert "encode:" in screen and f"/{budget}" in screen and "acc=" in screen and "done=" in screen, screen
     assert "stored embedding" in screen and out.exists()

@@ -2,7 +2,7 @@
 a pipe. A killed process fails the batch it held with 503 and the next decode starts a new one;
 a hung one (stopped) is killed after PROTOTOK_DECODE_PASS_TIMEOUT with the same 503;
 the API's shutdown ends it; only plain data crosses the pipe, and errors come back as the same
-class. The lane's batching and exactness, in both its process and thread forms: test_batcher.py."""
+class. The lane's batching and exactness: test_batcher.py."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from app.decode_process import DecodeUnavailable, error_of, plain_loads
 from prototok import encode_texts
 from prototok.errors import BadVectors, DecodeMismatch
 from prototok.recipe import TUNED, EncodeConfig
-from prototok.settings import Settings
+from service.settings import ServiceSettings
 
 TEXTS = ["one", "a second text", "the third, longest text of all"]
 
@@ -33,7 +33,7 @@ def encodings(tiny):
 
 @pytest.fixture
 def decodes() -> Iterator[DecodeLane]:
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0)).start()
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_threads=1, decode_batch_wait_ms=0)).start()
     yield lane
     lane.close()
 
@@ -48,23 +48,23 @@ def gone(pid: int) -> bool:
 
 def test_a_killed_decode_process_fails_its_batch_with_503_and_the_next_decode_gets_a_new_one(decodes, encodings):
     assert decodes.submit_encoding(encodings[0]).result(120).text == TEXTS[0]
-    first = decodes.runner.proc.pid
+    first = decodes.process.proc.pid
     os.kill(first, signal.SIGSTOP)  # the next batch waits in the pipe, unread
     held = decodes.submit_encoding(encodings[1])
-    wait_for(lambda: decodes.runner.in_flight, 60, "the batch to reach the decode process", every=0.02)
+    wait_for(lambda: decodes.process.in_flight, 60, "the batch to reach the decode process", every=0.02)
     os.kill(first, signal.SIGKILL)
     with pytest.raises(DecodeUnavailable, match="killed by SIGKILL") as died:
         held.result(60)
     assert died.value.status == 503 and died.value.headers["Retry-After"] == "1"
     assert decodes.submit_encoding(encodings[1]).result(120).text == TEXTS[1]
-    second = decodes.runner.proc.pid
+    second = decodes.process.proc.pid
     assert second != first and gone(first)
 
 
 @pytest.fixture
 def impatient() -> Iterator[DecodeLane]:
     """A lane whose decode process has 5 s to answer a batch (tiny-llama's passes take milliseconds)."""
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0,
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_threads=1, decode_batch_wait_ms=0,
                                              decode_pass_timeout=5)).start()
     yield lane
     lane.close()
@@ -73,7 +73,7 @@ def impatient() -> Iterator[DecodeLane]:
 def hang(lane: DecodeLane, encoding) -> int:
     """Let the lane's decode process answer once, then stop it (SIGSTOP: alive, never answering); its pid."""
     assert lane.submit_encoding(encoding).result(120).text == TEXTS[0]
-    pid = lane.runner.proc.pid
+    pid = lane.process.proc.pid
     os.kill(pid, signal.SIGSTOP)
     return pid
 
@@ -87,7 +87,7 @@ def test_a_hung_decode_process_is_killed_after_the_pass_timeout_and_replaced(imp
     assert "killed" in str(err.value) and err.value.headers["Retry-After"] == "1"
     assert gone(hung)
     assert impatient.submit_encoding(encodings[1]).result(120).text == TEXTS[1]
-    assert impatient.runner.proc.pid != hung
+    assert impatient.process.proc.pid != hung
 
 
 def test_a_batch_too_big_for_the_pipe_of_a_hung_decode_process_times_out_too(impatient, encodings):
@@ -106,17 +106,17 @@ def test_a_batch_too_big_for_the_pipe_of_a_hung_decode_process_times_out_too(imp
 
 def test_a_decode_process_killed_while_idle_is_replaced_without_an_error(decodes, encodings):
     assert decodes.submit_encoding(encodings[0]).result(120).text == TEXTS[0]
-    first = decodes.runner.proc
+    first = decodes.process.proc
     os.kill(first.pid, signal.SIGKILL)
     wait_for(lambda: not first.is_alive(), 30, "the decode process to die")
     assert decodes.submit_encoding(encodings[2]).result(120).text == TEXTS[2]
-    assert decodes.runner.proc is not first
+    assert decodes.process.proc is not first
 
 
 def test_closing_a_lane_ends_its_process_and_fails_what_waits(encodings):
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1)).start()
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_threads=1)).start()
     assert lane.submit_encoding(encodings[0]).result(120).text == TEXTS[0]
-    proc = lane.runner.proc
+    proc = lane.process.proc
     lane.close()
     assert proc.exitcode == 0  # it left on its own when asked, not killed
     with pytest.raises(DecodeUnavailable, match="shutting down"):
@@ -126,10 +126,10 @@ def test_closing_a_lane_ends_its_process_and_fails_what_waits(encodings):
 def test_the_decode_process_and_its_torch_threads_run_at_the_lane_niceness(encodings):
     """PROTOTOK_DECODE_NICE renices the whole process, torch's worker threads included (never
     above the API's own priority: a niceness only goes up)."""
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=2, decode_nice=7)).start()
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_threads=2, decode_nice=7)).start()
     try:
         assert lane.submit_encoding(encodings[2]).result(120).text == TEXTS[2]  # a pass: torch's threads exist
-        pid = lane.runner.proc.pid
+        pid = lane.process.proc.pid
         tasks = sorted(os.listdir(f"/proc/{pid}/task"))
         nices = {int(Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
     finally:
@@ -139,18 +139,17 @@ def test_the_decode_process_and_its_torch_threads_run_at_the_lane_niceness(encod
 
 def test_the_api_shutdown_ends_its_decode_process(service_redis, tmp_path):
     """The app's lifespan: a decode starts the model's process, leaving the app ends it."""
-    from app import batcher
-
-    api = LocalApi(tmp_path / "api.log", PROTOTOK_AUTH="off", PROTOTOK_DECODE_PROCESS="true")
+    api = LocalApi(tmp_path / "api.log", own_decoder=True, PROTOTOK_AUTH="off")
+    decoder = api.decoder
     try:
         e = torch.randn(1, 32, generator=torch.Generator().manual_seed(0))
         r = api.http.post("/v1/decode", json={"model": "tiny-llama", "e": e.tolist(), "m": e.tolist(), "length": 3})
         assert r.status_code == 200 and r.json()["length"] == 3, r.text
-        proc = batcher._lanes["tiny-llama"].runner.proc
+        proc = decoder.lanes["tiny-llama"].process.proc
         assert proc.is_alive() and proc.pid != os.getpid()
     finally:
         api.close()
-    assert proc.exitcode == 0 and "tiny-llama" not in batcher._lanes
+    assert proc.exitcode == 0 and not decoder.lanes
 
 
 def decode_children(pid: int) -> list[int]:
@@ -219,7 +218,7 @@ class Boom:
 def test_the_pipe_reads_plain_data_only(tmp_path):
     plain = {"jobs": [{"encoding": b"\x00bytes", "lengths": [3, 4], "sink": True, "x": 1.5, "n": None}], "t": (1,)}
     assert plain_loads(pickle.dumps(plain)) == plain
-    for thing in (Boom(tmp_path / "pwned"), Settings(), torch.zeros(2)):
+    for thing in (Boom(tmp_path / "pwned"), ServiceSettings(), torch.zeros(2)):
         with pytest.raises(pickle.UnpicklingError, match="refused"):
             plain_loads(pickle.dumps(thing))
     assert not (tmp_path / "pwned").exists()

@@ -1,4 +1,4 @@
-"""docs/service.md's error table lists every code the API can answer, with its status, and no other.
+"""The docs' error table (docs/service/errors.md) lists every code the API can answer, with its status, and no other.
 
 The codes are read from where they are made: the error classes (`prototok.errors`,
 `service.errors`, and those the app and its routes define), each with its `code` and `status`;
@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "service.md"
+DOCS = REPO / "docs" / "service" / "errors.md"
 ANY_STATUS = 0  # a code answered with whatever status the web stack chose (`http_error`)
 # Errors of `prototok keys create|revoke` (service/keys.py), raised only by the CLI: no route
 # creates or revokes keys (test_cli_only_codes_stay_out_of_the_api checks that).
@@ -22,8 +22,8 @@ CLI_ONLY = {"key_exists": "KeyExists", "no_such_key": "NoSuchKey"}
 
 
 def docs_table() -> dict[str, set[int]]:
-    """code -> the statuses of its rows, from the table under '## Errors' (`| 413 | `a` / `b` | when |`)."""
-    section = DOCS.read_text(encoding="utf-8").split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    """code -> the statuses of its rows, from the page's table (`| 413 | `a` / `b` | when |`)."""
+    section = DOCS.read_text(encoding="utf-8")
     table: dict[str, set[int]] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -140,9 +140,9 @@ def test_the_scan_finds_the_codes_of_each_kind():
 def test_the_docs_error_table_lists_every_code_the_api_answers_and_no_other():
     table, codes = docs_table(), api_codes()
     missing = sorted(set(codes) - set(table))
-    assert not missing, f"docs/service.md's error table has no row for {missing}"
+    assert not missing, f"docs/service/errors.md's table has no row for {missing}"
     stale = sorted(set(table) - set(codes))
-    assert not stale, f"docs/service.md's error table lists codes the API never answers: {stale}"
+    assert not stale, f"docs/service/errors.md's table lists codes the API never answers: {stale}"
     wrong = {code: (sorted(statuses - {ANY_STATUS}), sorted(table[code])) for code, statuses in codes.items()
              if not statuses - {ANY_STATUS} <= table[code]}
     assert not wrong, f"code: (statuses the API answers it with, statuses the table gives): {wrong}"

@@ -1,4 +1,4 @@
-"""The model's shared m (issue 11, `model_m`): m is the model's start m, frozen and stored once per
+"""The model's shared m (`model_m`): m is the model's start m, frozen and stored once per
 model; each file holds e alone and names its m by digest, and decodes only with that m."""
 
 import json
@@ -50,7 +50,7 @@ def test_model_m_round_trips_through_a_file_that_holds_e_alone(tiny, start_cache
     [out] = decode(tiny, [back])
     assert out.text == TEXT and torch.equal(back.vectors["m"][0], start.m)
     [plain] = encode_texts(tiny, [TEXT], EncodeConfig(recipe=recipe()))
-    assert plain.m_ref is None and "m_ref" not in plain.metadata()  # files that store m are as before
+    assert plain.m_ref is None and "m_ref" not in plain.metadata()  # files that store m are unchanged
 
 
 def test_model_m_with_int8_stores_int8_e_and_its_scale(tiny, start_cache):
@@ -85,8 +85,8 @@ def kept(lm, m) -> Path:
 
 
 def test_a_retrain_keeps_the_old_start_so_its_files_still_decode(tiny, start_cache):
-    """Retraining used to orphan every model_m file made with the old start (data loss): now the
-    old start is kept under its m's digest, decodes find it, and encodes use only the new one."""
+    """Retraining must not orphan the model_m files made with the old start (data loss): the old
+    start is kept under its m's digest, decodes find it, and encodes use only the new one."""
     old = make_start(tiny, steps=2)
     [enc] = encode_texts(tiny, [TEXT], cfg())
     blob = enc.to_bytes()

@@ -87,14 +87,14 @@ def test_the_api_decodes_only_with_the_models_its_settings_name():
     """PROTOTOK_MODEL and PROTOTOK_API_DECODE_MODELS (aliases canonical); not a built-in model
     nor one a worker serves (the API reads no Redis for it: tests/test_service_access.py)."""
     from app import decoding
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    real = Settings(model="smollm2-135m-instruct")
+    real = ServiceSettings(model="smollm2-135m-instruct")
     with pytest.raises(UnknownModel):
         decoding.allowed_model("tiny-llama", real)
     assert decoding.allowed_model("smollm2", real) == "smollm2-135m-instruct"
     assert decoding.allowed_model(None, real) == "smollm2-135m-instruct"
-    tiny = Settings(model="tiny-llama")
+    tiny = ServiceSettings(model="tiny-llama")
     assert decoding.allowed_model("tiny-llama", tiny) == "tiny-llama"
     with pytest.raises(UnknownModel, match="this service decodes with: tiny-llama$"):
         decoding.allowed_model("smollm2-135m-instruct", tiny)

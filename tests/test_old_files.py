@@ -27,7 +27,7 @@ from prototok.codec import fallback_dtypes
 from prototok.errors import DecodeMismatch
 from prototok.models import resolve_dtype
 from prototok.recipe import TUNED, EncodeConfig
-from prototok.settings import Settings, get_settings
+from service.settings import ServiceSettings, clear_cache
 
 DATA = Path(__file__).parent / "data"
 OLD = json.loads((DATA / "old_files.json").read_text(encoding="utf-8"))
@@ -58,10 +58,10 @@ def bf16_host(monkeypatch) -> Iterator[None]:
     """PROTOTOK_DTYPE=auto on a CPU that multiplies bfloat16 natively: bfloat16 is the default dtype."""
     monkeypatch.setenv("PROTOTOK_DTYPE", "auto")
     monkeypatch.setattr(prototok_models, "cpu_bf16_flags", lambda: ["avx512_bf16"])
-    get_settings.cache_clear()
+    clear_cache()
     assert resolve_dtype(torch.device("cpu")) == torch.bfloat16
     yield
-    get_settings.cache_clear()
+    clear_cache()
 
 
 def test_the_old_files_record_no_dtype_and_some_fail_in_bfloat16(tiny_bf16):
@@ -173,7 +173,7 @@ def test_a_bf16_api_rebuilds_old_files_stored_and_uploaded(bf16_api, service_red
 @pytest.fixture
 def bf16_decode_process(monkeypatch) -> Iterator[DecodeLane]:
     monkeypatch.setenv("PROTOTOK_DTYPE", "bfloat16")  # the spawned child reads the API's environment
-    lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0)).start()
+    lane = DecodeLane("tiny-llama", ServiceSettings(decode_threads=1, decode_batch_wait_ms=0)).start()
     yield lane
     lane.close()
 

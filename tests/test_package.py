@@ -89,3 +89,32 @@ def test_module_export_lists_name_real_things():
     from prototok import models
 
     assert all(hasattr(models, name) for name in models.__all__)
+
+
+def test_the_core_imports_no_higher_layer():
+    """prototok/ is the lowest layer: no file imports service/, app/ or worker/, not even inside a
+    function (the service's `prototok keys` reaches the CLI through an entry point instead)."""
+    higher = ("service", "app", "worker")
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                    "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+                names = [str(node.args[0].value)]
+            found += [f"{path.relative_to(ROOT.parent)}:{node.lineno} {n}" for n in names
+                      if n.split(".")[0] in higher]
+    assert found == []
+
+
+def test_the_service_registers_its_cli_commands_through_an_entry_point():
+    from importlib.metadata import entry_points
+
+    from typer.testing import CliRunner
+
+    from prototok.cli import COMMANDS_GROUP, app
+
+    assert {ep.name: ep.value for ep in entry_points(group=COMMANDS_GROUP)} == {"keys": "service.cli:keys_app"}
+    result = CliRunner().invoke(app, ["keys", "--help"])
+    assert result.exit_code == 0 and "create" in result.output and "revoke" in result.output

@@ -86,8 +86,8 @@ def test_encode_config_names_the_bad_option(options, field):
 def test_the_api_answers_options_it_used_to_ignore_with_422_naming_the_field(options, field):
     """The API builds its config with the same encode_config; InvalidInput carries status 422."""
     from app.schemas import EncodeOptions
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
     with pytest.raises(InvalidInput, match=field) as err:
-        EncodeOptions(**options).to_config(Settings())
+        EncodeOptions(**options).to_config(ServiceSettings())
     assert err.value.status == 422 and err.value.code == "invalid_input"

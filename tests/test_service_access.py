@@ -88,12 +88,12 @@ def cli(monkeypatch):
     from typer.testing import CliRunner
 
     from prototok.cli import app
-    from prototok.settings import get_settings
+    from service.settings import clear_cache
 
     monkeypatch.setenv("PROTOTOK_REDIS_URL", SERVICE_REDIS_URL)
-    get_settings.cache_clear()
+    clear_cache()
     yield lambda *args: CliRunner().invoke(app, list(args))
-    get_settings.cache_clear()
+    clear_cache()
 
 
 def test_keys_cli_create_list_revoke(api, service_redis, cli):
@@ -309,9 +309,9 @@ def test_redis_down_is_a_503_that_does_not_name_the_host():
 
     from app.deps import settings_dep
     from app.main import app
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    app.dependency_overrides[settings_dep] = lambda: Settings(redis_url="redis://127.0.0.1:9/0")
+    app.dependency_overrides[settings_dep] = lambda: ServiceSettings(redis_url="redis://127.0.0.1:9/0")
     try:
         client = TestClient(app, raise_server_exceptions=False)
         for path in (f"/v1/jobs/{RANDOM_ID}", "/readyz"):
@@ -344,7 +344,6 @@ def test_the_api_decodes_only_with_the_models_its_operator_configured(api, servi
     worker seems to serve it (an announcement anyone who can write to Redis can make), an upload or
     a stored encoding names it (a stored one can name any path, for the same reason), or it is
     built in (SmolLM2). Configured in PROTOTOK_API_DECODE_MODELS, the same encoding decodes."""
-    from app import batcher
     from service.queues import announce, withdraw
     from service.store import EncodingStore
 
@@ -359,10 +358,8 @@ def test_the_api_decodes_only_with_the_models_its_operator_configured(api, servi
         withdraw(service_redis, "tiny-gpt-neox", "planted")
     refused_unknown(api.http.post("/v1/decode", **upload), "upload")
     refused_unknown(api.http.get(f"/v1/embeddings/{emb_id}/text"), "stored")
-    with api.configured(PROTOTOK_DECODE_BATCHING="false"):  # the unbatched path checks the same
-        refused_unknown(api.http.get(f"/v1/embeddings/{emb_id}/text"), "stored, unbatched")
     refused_unknown(api.http.post("/v1/decode", json={**vectors, "model": "smollm2-135m-instruct"}), "built in")
-    assert not {"tiny-gpt-neox", "smollm2-135m-instruct"} & set(batcher._lanes)
+    assert not {"tiny-gpt-neox", "smollm2-135m-instruct"} & set(api.decoder.lanes)
     with api.configured(PROTOTOK_API_DECODE_MODELS='["tiny-gpt-neox"]'):
         r = api.http.get(f"/v1/embeddings/{emb_id}/text")
         assert r.status_code == 200 and r.json()["text"] == "neox", r.text
@@ -440,12 +437,12 @@ def test_auth_off_is_an_open_sandbox(service_redis, tiny_worker, monkeypatch):
 
     from app.deps import settings_dep
     from app.main import app
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
     monkeypatch.setenv("PROTOTOK_AUTH", "off")
-    assert Settings().auth is False
+    assert ServiceSettings().auth is False
 
-    app.dependency_overrides[settings_dep] = lambda: Settings(redis_url=SERVICE_REDIS_URL, auth=False,
+    app.dependency_overrides[settings_dep] = lambda: ServiceSettings(redis_url=SERVICE_REDIS_URL, auth=False,
                                                               model="tiny-llama")
     try:
         client = TestClient(app, raise_server_exceptions=False)

@@ -44,9 +44,9 @@ def test_job_runs_reports_progress_and_finishes(finished):
     # Below float32 (the service's default storage is int8) a straight-through polish follows the
     # optimisation, and the job's step budget counts it too.
     from prototok.recipe import TUNED
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    budget = STEPS + (TUNED.ste_steps if Settings().storage != "float32" else 0)
+    budget = STEPS + (TUNED.ste_steps if ServiceSettings().storage != "float32" else 0)
     assert finished["progress"]["max_steps"] == budget
     last = finished["progress"]["step"]
     assert 0 < last <= budget
@@ -139,7 +139,7 @@ SIZE_KEYS = {"vectors_bytes", "file_bytes", "text_bytes", "gzip_bytes", "zstd_by
 
 @pytest.mark.parametrize("options", [{}, {"storage": "int8", "rank": 8}, {"compact": True}])
 def test_every_embedding_reports_what_it_weighs(api, tiny_worker, options):
-    """Issue 11's contract: `size` in the job and the embedding, true to the file that downloads."""
+    """`size` in the job and the embedding, true to the file that downloads."""
     done = wait_job(api, encode(api, {"text": TEXT, "options": {"max_steps": 10, **options}}), 300, tiny_worker)
     assert done["status"] == "finished", done
     emb_id = done["embedding_ids"][0]
@@ -165,9 +165,9 @@ def test_a_rank_above_the_models_hidden_size_fails_the_job_as_invalid_input(api,
 
 def test_step_budget_is_capped():
     from app.schemas import EncodeOptions
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    cfg = EncodeOptions(max_steps=10**6).to_config(Settings(max_steps_limit=50))
+    cfg = EncodeOptions(max_steps=10**6).to_config(ServiceSettings(max_steps_limit=50))
     assert cfg.recipe.max_steps == 50
 
 
@@ -326,35 +326,22 @@ def test_stored_encoding_over_the_position_limit_is_413_and_kept(api, service_re
     assert raw.status_code == 200 and Encoding.from_bytes(raw.content).n_tokens == enc.n_tokens
 
 
-DECODE_PATHS = {  # bench.load's names
-    "old": {"PROTOTOK_DECODE_BATCHING": "false"},  # one pass per request in the thread pool
-    "thread": {"PROTOTOK_DECODE_BATCHING": "true", "PROTOTOK_DECODE_PROCESS": "false"},  # the lane, in its thread
-    "new": {"PROTOTOK_DECODE_BATCHING": "true", "PROTOTOK_DECODE_PROCESS": "true"},  # the lane's decode process
-}
-
-
-def test_every_decode_path_answers_the_same(api, finished):
-    """The decode process (the default), the lane's thread and the unbatched path (kept for
-    bench.load): the same texts, and the same error codes for a bad upload, bad vectors and a
-    decode over the position limit."""
+def test_every_decode_route_answers_the_same(api, finished):
+    """The stored encoding, its file uploaded, and its vectors as JSON: the same text; and the error
+    codes of a bad upload, bad vectors and a decode over the position limit."""
     emb_id = finished["embedding_ids"][0]
     blob = api.http.get(f"/v1/embeddings/{emb_id}", headers={"Accept": "application/octet-stream"}).content
     emb = api.http.get(f"/v1/embeddings/{emb_id}").json()
     vectors = {"model": "tiny-llama", "e": emb["vectors"]["e"], "m": emb["vectors"]["m"], "length": emb["length"]}
     wrong = Encoding.from_bytes(blob)
     wrong.ids_sha256 = "0" * 64
-    texts, errors = {}, {}
-    for path, env in DECODE_PATHS.items():
-        with api.configured(**env):
-            assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
-            assert api.http.post("/v1/decode", content=blob,
-                                 headers={"content-type": "application/octet-stream"}).json()["text"] == TEXT
-            texts[path] = api.http.post("/v1/decode", json=vectors).json()["text"]
-            answers = [api.http.post("/v1/decode", content=wrong.to_bytes(),
-                                     headers={"content-type": "application/octet-stream"}),
-                       api.http.post("/v1/decode", json={**vectors, "e": [[0.0] * 31]}),
-                       api.http.post("/v1/decode", json={**vectors, "length": 10**9})]
-            errors[path] = [(r.status_code, r.json()["code"]) for r in answers]
-    assert texts["old"] == texts["thread"] == texts["new"]
-    assert errors["old"] == errors["thread"] == errors["new"] == [(409, "decode_mismatch"), (422, "bad_vectors"),
-                                                                  (413, "too_many_tokens")]
+    assert api.http.get(f"/v1/embeddings/{emb_id}/text").json()["text"] == TEXT
+    assert api.http.post("/v1/decode", content=blob,
+                         headers={"content-type": "application/octet-stream"}).json()["text"] == TEXT
+    from_vectors = api.http.post("/v1/decode", json=vectors)
+    assert from_vectors.status_code == 200 and from_vectors.json()["length"] == emb["length"]
+    answers = [api.http.post("/v1/decode", content=wrong.to_bytes(), headers={"content-type": "application/octet-stream"}),
+               api.http.post("/v1/decode", json={**vectors, "e": [[0.0] * 31]}),
+               api.http.post("/v1/decode", json={**vectors, "length": 10**9})]
+    assert [(r.status_code, r.json()["code"]) for r in answers] == [(409, "decode_mismatch"), (422, "bad_vectors"),
+                                                                   (413, "too_many_tokens")]

@@ -12,8 +12,8 @@ One setting is widened, with reason: `positive_data_acceptance` also accepts 413
 The schema cannot say which vectors fit a model's hidden size, which bytes are a prototok
 encoding, or what a job's encode budget allows, so a request can be well formed and still be
 refused with a stable code. One check is off for one operation, with reason: `use_after_free`
-on `GET /v1/jobs/{job_id}`. `DELETE /v1/jobs/{id}` cancels the job (issue 10 asks for that
-verb); the record stays, so that a poll can say `canceled`, and expires with the other job
+on `GET /v1/jobs/{job_id}`. `DELETE /v1/jobs/{id}` cancels the job (the verb
+the API gives cancelling); the record stays, so that a poll can say `canceled`, and expires with the other job
 records. Every other check runs as shipped.
 """
 

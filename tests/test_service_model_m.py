@@ -138,15 +138,15 @@ def test_the_decode_process_finds_the_m_in_its_own_start_files(tiny, tmp_path, m
     from app.batcher import DecodeLane
     from prototok import EncodeConfig, encode_texts
     from prototok.errors import ModelMMissing
-    from prototok.settings import Settings, get_settings
+    from service.settings import ServiceSettings, clear_cache
 
     monkeypatch.setenv("PROTOTOK_CACHE_DIR", str(tmp_path))
-    get_settings.cache_clear()
+    clear_cache()
     try:
         e, m, how = train_start(tiny, SEQS, 2, TUNED.with_(max_steps=2, warmup_steps=1, margin=0.0))
         path = write_start(candidates(tiny)[0], tiny, e, m, **how)
         [enc] = encode_texts(tiny, [TEXT], EncodeConfig(recipe=TUNED.with_(max_steps=4), model_m=True))
-        lane = DecodeLane("tiny-llama", Settings(decode_process=True, decode_threads=1, decode_batch_wait_ms=0))
+        lane = DecodeLane("tiny-llama", ServiceSettings(decode_threads=1, decode_batch_wait_ms=0))
         lane.start()
         try:
             assert lane.submit_encoding(enc).result(120).text == TEXT
@@ -161,4 +161,4 @@ def test_the_decode_process_finds_the_m_in_its_own_start_files(tiny, tmp_path, m
         finally:
             lane.close()
     finally:
-        get_settings.cache_clear()
+        clear_cache()

@@ -1,4 +1,4 @@
-"""What an encoding weighs (issue 11's contract): one core function, the same numbers in the
+"""What an encoding weighs: one core function, the same numbers in the
 file, `prototok encode --json` and the API (tests/test_service_api.py)."""
 
 import gzip

@@ -1,4 +1,4 @@
-"""Smaller encodings (issue 11): float16 / bfloat16 / int8 storage and low-rank coefficients.
+"""Smaller encodings: float16 / bfloat16 / int8 storage and low-rank coefficients.
 Each must decode exactly (corrections come from the stored values), old files keep decoding,
 and options that do not fit are refused."""
 
@@ -155,10 +155,10 @@ def test_a_file_may_not_ask_for_a_huge_basis(tiny):
 def test_the_services_default_storage_applies_where_a_request_names_none():
     from app.schemas import EncodeOptions
     from prototok.recipe import COMPACT
-    from prototok.settings import Settings
+    from service.settings import ServiceSettings
 
-    server = Settings(storage="int8", rank=16)
-    plain = Settings(storage="float32")
+    server = ServiceSettings(storage="int8", rank=16)
+    plain = ServiceSettings(storage="float32")
     assert (EncodeOptions().to_config(plain).storage, EncodeOptions().to_config(plain).rank) == ("float32", 0)
     got = EncodeOptions().to_config(server)
     assert (got.storage, got.rank) == ("int8", 16)
@@ -166,7 +166,7 @@ def test_the_services_default_storage_applies_where_a_request_names_none():
     assert (got.storage, got.rank) == ("float16", 0)
     got = EncodeOptions(method="autoregressive").to_config(server)  # where storage options do not apply
     assert (got.storage, got.rank) == ("float32", 0)
-    got = EncodeOptions(compact=True).to_config(Settings())
+    got = EncodeOptions(compact=True).to_config(ServiceSettings())
     assert (got.storage, got.rank) == (COMPACT["storage"], COMPACT["rank"])
 
 

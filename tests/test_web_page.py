@@ -122,6 +122,36 @@ def test_submit_watch_the_progress_rebuild_and_download(browser, api, tiny_worke
     page.close()
 
 
+def test_the_default_request_leaves_steps_and_restarts_to_the_recipe(browser, api):
+    """Max steps, restarts and learning rate start empty, the recipe's values as their placeholders
+    (following the recipe chosen), and an empty field is not sent: the server's recipe applies. The
+    request is caught in the browser, so nothing is queued."""
+    from prototok.recipe import PAPER, TUNED
+
+    page = browser.new_page()
+    sent = []
+
+    def catch(route) -> None:
+        sent.append(route.request.post_data_json)
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"code": "caught", "message": "caught by the test"}')
+
+    page.route("**/v1/encode", catch)
+    page.goto(f"{api.url}/")
+    fields = ("#max-steps", "#seeds", "#lr")
+    assert [page.input_value(f) for f in fields] == ["", "", ""]
+    assert [page.get_attribute(f, "placeholder") for f in fields] == [
+        f"{TUNED.max_steps} (tuned)", f"{TUNED.seeds} (tuned)", f"{TUNED.lr:g} (tuned)"]
+    page.fill("#text", TEXT)
+    page.click("#submit")
+    page.wait_for_selector("#error:not([hidden])")
+    assert sent == [{"text": TEXT, "options": {}}]
+    page.select_option("#recipe", "paper")
+    assert [page.get_attribute(f, "placeholder") for f in fields] == [
+        f"{PAPER.max_steps} (paper)", f"{PAPER.seeds} (paper)", f"{PAPER.lr:g} (paper)"]
+    page.close()
+
+
 def test_the_shared_m_box_sends_model_m_and_the_result_holds_e_alone(browser, api, tiny_worker, service_redis,
                                                                     api_key, api_headers, tmp_path):
     """The box is off by default; ticked, the request says "model_m": true. Without a start for the

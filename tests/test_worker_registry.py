@@ -62,11 +62,11 @@ def test_announcement_from_before_a_redis_restart_does_not_count(private_redis):
 
     from app.deps import settings_dep
     from app.main import app
-    from prototok.settings import Settings
     from service.queues import WORKER_RUNS_KEY, WORKERS_KEY, announce, live_workers, withdraw
+    from service.settings import ServiceSettings
 
     conn = redis_lib.Redis.from_url(private_redis.url)
-    app.dependency_overrides[settings_dep] = lambda: Settings(redis_url=private_redis.url)
+    app.dependency_overrides[settings_dep] = lambda: ServiceSettings(redis_url=private_redis.url)
     client = TestClient(app, raise_server_exceptions=False)
     try:
         announce(conn, "tiny-llama", "host.1", ttl_s=120)

@@ -13,8 +13,8 @@ import sys
 
 from prototok import PrototokError, load_model
 from prototok.models import canonical_name
-from prototok.settings import get_settings
 from service.queues import withdraw
+from service.settings import get_settings
 
 from .retry import best_effort, connect
 from .runner import Pulse, announce_serving, model_worker

@@ -29,11 +29,11 @@ from rq.job import Job
 from prototok import Encoding, LanguageModel, PrototokError, decode, load_model
 from prototok.codec import EncodeTask
 from prototok.optimize import step_runs
-from prototok.settings import get_settings
 from service import cancel
 from service.durations import record_encode
 from service.queues import config_from_dict
 from service.safejob import SERIALIZER
+from service.settings import get_settings
 from service.store import EncodingStore
 
 from .progress import ProgressReporter, strip

@@ -1,8 +1,8 @@
 """Redis calls a worker must not lose to an outage, retried with backoff.
 
-A Redis restart, failover or network blip used to kill the worker: a write raised, RQ's
-failure handling wrote to Redis again, raised again, and the worker quit with its
-finished result unsaved. Here every write that matters is retried until Redis answers,
+Unguarded, a Redis restart, failover or network blip would kill the worker: a write raises,
+RQ's failure handling writes to Redis again, raises again, and the worker quits with its
+finished result unsaved. So every write that matters is retried until Redis answers,
 waiting 0.5 s, 1 s, 2 s, ... up to PROTOTOK_REDIS_RETRY_MAX_S between tries; writes
 that do not matter (progress, metrics) try briefly and move on.
 """
@@ -18,7 +18,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from prototok.settings import get_settings
+from service.settings import get_settings
 
 log = logging.getLogger("prototok.worker")
 

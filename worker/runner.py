@@ -38,10 +38,10 @@ from rq.registry import FailedJobRegistry
 from rq.worker import SimpleWorker, WorkerStatus
 
 from prototok import LanguageModel, PrototokError, load_model
-from prototok.settings import Settings
 from prototok.starts import find_start, m_digest
 from service import safejob
 from service.queues import announce, queue_name
+from service.settings import ServiceSettings
 
 from .batch import JobBatch
 from .retry import REDIS_DOWN, best_effort, retrying
@@ -163,7 +163,7 @@ def start_digest(lm: LanguageModel) -> str | None:
     return "" if start is None else m_digest(start.m)
 
 
-def model_worker(conn: Redis, settings: Settings, model: str, name: str,
+def model_worker(conn: Redis, settings: ServiceSettings, model: str, name: str,
                  cls: type[ModelWorker] = ModelWorker) -> ModelWorker:
     """The worker `python -m worker` runs: the model's queue, JSON-only jobs (service/safejob.py), the
     settings' result TTL and heartbeat. `cls` lets the tests run the same worker on a thread."""
@@ -175,7 +175,7 @@ def model_worker(conn: Redis, settings: Settings, model: str, name: str,
     return worker
 
 
-def worker_max_rows(settings: Settings, lm: LanguageModel) -> int:
+def worker_max_rows(settings: ServiceSettings, lm: LanguageModel) -> int:
     """PROTOTOK_WORKER_MAX_ROWS, or (0) the default for the model's device and dtype."""
     if settings.worker_max_rows > 0:
         return settings.worker_max_rows

@@ -8,9 +8,6 @@ text's token checksum, so it decodes exactly or fails with `decode_mismatch`.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import torch
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -19,15 +16,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 import prototok
-from prototok import Encoding, decode, decode_vectors, load_model
+from prototok import Encoding
 from prototok.encoding import check_positions
 from prototok.errors import BadVectors, InvalidInput
-from prototok.settings import Settings
 from service.errors import ServiceError
+from service.settings import ServiceSettings
 
-from ..batcher import lane
 from ..decoding import allowed_model
-from ..deps import SettingsDep
+from ..deps import DecoderDep, SettingsDep
 from ..schemas import DecodedText, DecodeRequest, ErrorBody
 from ..telemetry import DECODE_SECONDS
 
@@ -48,7 +44,7 @@ class UploadTooLarge(ServiceError):
     code, status = "payload_too_large", 413
 
 
-def vectors_of(req: DecodeRequest, settings: Settings) -> tuple[str, torch.Tensor, torch.Tensor]:
+def vectors_of(req: DecodeRequest, settings: ServiceSettings) -> tuple[str, torch.Tensor, torch.Tensor]:
     """(model, e, m) of a JSON request, its size checked before the tensors are built."""
     check_positions(req.lengths(), settings.max_decode_tokens, "this request")
     model = allowed_model(req.model, settings)
@@ -58,7 +54,7 @@ def vectors_of(req: DecodeRequest, settings: Settings) -> tuple[str, torch.Tenso
         raise BadVectors(f"e and m must be rectangular arrays of numbers: {exc}") from exc
 
 
-def upload_of(blob: bytes, settings: Settings) -> tuple[str, Encoding]:
+def upload_of(blob: bytes, settings: ServiceSettings) -> tuple[str, Encoding]:
     """(model, encoding) of an upload, its size judged from the header before anything is built."""
     enc = Encoding.from_bytes(blob, max_tokens=settings.max_decode_tokens)
     return allowed_model(enc.model, settings), enc
@@ -73,21 +69,6 @@ def upload_answer(model: str, out: prototok.Decoded) -> DecodedText:
     DECODE_SECONDS.labels("upload").observe(out.seconds)
     return DecodedText(text=out.text, model=model, length=len(out.ids), decode_ms=round(out.seconds * 1000, 3),
                        accuracy=out.accuracy, dtype=out.dtype)
-
-
-def from_vectors(req: DecodeRequest, settings: Settings) -> DecodedText:
-    """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
-    model, e, m = vectors_of(req, settings)
-    start = time.perf_counter()
-    text = decode_vectors(load_model(model), e, m, req.lengths(), req.arrangement, req.sink)
-    return vectors_answer(model, req, text, time.perf_counter() - start)
-
-
-def from_file(blob: bytes, settings: Settings) -> DecodedText:
-    """The old path for an upload."""
-    model, enc = upload_of(blob, settings)
-    [out] = decode(load_model(model), [enc])
-    return upload_answer(model, out)
 
 
 async def uploaded_bytes(request: Request) -> bytes:
@@ -115,21 +96,15 @@ def parse_json(raw: bytes) -> DecodeRequest:
 @router.post("/decode", response_model=DecodedText, openapi_extra=BODY_DOC,
              responses={s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 503)},
              summary="Decode client-supplied vectors or an uploaded .safetensors encoding")
-async def decode_route(request: Request, settings: SettingsDep) -> DecodedText:
+async def decode_route(request: Request, settings: SettingsDep, decoder: DecoderDep) -> DecodedText:
     """Parsing and checks run in the thread pool, the pass in the model's decode lane (app/batcher.py)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(("multipart/form-data", "application/octet-stream")):
         blob = await uploaded_bytes(request)
-        if not settings.decode_batching:
-            return await run_in_threadpool(from_file, blob, settings)
         model, enc = await run_in_threadpool(upload_of, blob, settings)
-        out = await asyncio.wrap_future(lane(model, settings).submit_encoding(enc))
-        return upload_answer(model, out)
+        return upload_answer(model, await decoder.encoding(enc))
     raw = await request.body()
     req = await run_in_threadpool(parse_json, raw)
-    if not settings.decode_batching:
-        return await run_in_threadpool(from_vectors, req, settings)
     model, e, m = await run_in_threadpool(vectors_of, req, settings)
-    res = await asyncio.wrap_future(lane(model, settings).submit_vectors(e, m, req.lengths(), req.arrangement,
-                                                                        req.sink))
+    res = await decoder.vectors(model, e, m, req.lengths(), req.arrangement, req.sink)
     return vectors_answer(model, req, res.text, res.seconds)

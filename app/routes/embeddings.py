@@ -6,20 +6,17 @@ and `delete` take the caller); to any other key it does not exist.
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from prototok import Decoded, Encoding, decode, load_model
-from prototok.settings import Settings
+from prototok import Decoded, Encoding
 from service.keys import Caller
+from service.settings import ServiceSettings
 from service.store import EncodingStore
 
 from ..auth import CallerDep
-from ..batcher import lane
 from ..decoding import allowed_model
-from ..deps import SettingsDep, StoreDep
+from ..deps import DecoderDep, SettingsDep, StoreDep
 from ..schemas import EmbeddingView, ErrorBody, TextView
 from ..telemetry import DECODE_SECONDS
 
@@ -56,7 +53,7 @@ def get_embedding(emb_id: str, request: Request, store: StoreDep, caller: Caller
     )
 
 
-def stored_encoding(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> Encoding:
+def stored_encoding(emb_id: str, store: EncodingStore, caller: Caller, settings: ServiceSettings) -> Encoding:
     enc = store.get(emb_id, caller).encoding(settings.max_decode_tokens)
     allowed_model(enc.model, settings)  # a stored encoding can name any model: decode only with configured ones
     return enc
@@ -68,25 +65,16 @@ def text_view(out: Decoded, model: str) -> TextView:
                     length=len(out.ids), dtype=out.dtype)
 
 
-def text_now(emb_id: str, store: EncodingStore, caller: Caller, settings: Settings) -> TextView:
-    """The old path (PROTOTOK_DECODE_BATCHING=false): one pass for this request, in the calling thread."""
-    enc = stored_encoding(emb_id, store, caller, settings)
-    [out] = decode(load_model(enc.model), [enc])  # a configured model: stored_encoding checked it
-    return text_view(out, enc.model)
-
-
 @router.get("/{emb_id}/text", response_model=TextView, responses={**NOT_FOUND, 413: {"model": ErrorBody},
                                                                    503: {"model": ErrorBody}},
             summary="Rebuild the text in one forward pass")
-async def get_text(emb_id: str, store: StoreDep, caller: CallerDep, settings: SettingsDep) -> TextView:
+async def get_text(emb_id: str, store: StoreDep, caller: CallerDep, settings: SettingsDep,
+                   decoder: DecoderDep) -> TextView:
     """Decodes the stored vectors (plus stored corrections) and checks the result against the
     text's stored token checksum: the answer is the exact text or an error, never a near miss.
     The pass runs in the model's decode lane (app/batcher.py), joined with concurrent decodes."""
-    if not settings.decode_batching:
-        return await run_in_threadpool(text_now, emb_id, store, caller, settings)
     enc = await run_in_threadpool(stored_encoding, emb_id, store, caller, settings)
-    out = await asyncio.wrap_future(lane(enc.model, settings).submit_encoding(enc))
-    return text_view(out, enc.model)
+    return text_view(await decoder.encoding(enc), enc.model)
 
 
 @router.delete("/{emb_id}", status_code=204, responses={404: {"model": ErrorBody}}, summary="Delete an encoding")

@@ -19,10 +19,10 @@ from rq import Retry
 
 from prototok.errors import ModelMMissing, TextTooLong, UnknownModel
 from prototok.models import canonical_name, is_builtin, known_models
-from prototok.settings import Settings
 from service.errors import ModelNotServed, TooManyTexts
 from service.queues import ENCODE_JOB, config_to_dict, served_models, worker_starts
 from service.quotas import check_budget, release_job, reserve_job
+from service.settings import ServiceSettings
 
 from ..auth import CallerDep
 from ..deps import QueuesDep, RedisDep, SettingsDep
@@ -36,7 +36,7 @@ ACCEPTED = {202: {"description": "queued; poll the job (also in the Location hea
                "description": "the job's state, progress and, once finished, its embedding ids"}}}}
 
 
-def check_texts(texts: list[str], settings: Settings) -> None:
+def check_texts(texts: list[str], settings: ServiceSettings) -> None:
     if len(texts) > settings.max_batch_texts:
         raise TooManyTexts(f"{len(texts)} texts in one request; the limit is {settings.max_batch_texts}")
     for i, text in enumerate(texts):
@@ -54,7 +54,7 @@ def check_served(model: str, served: set[str]) -> None:
     raise UnknownModel(f"unknown model '{model}'; built in: {', '.join(known_models())}")
 
 
-def check_model_m(conn: Redis, model: str, settings: Settings) -> None:
+def check_model_m(conn: Redis, model: str, settings: ServiceSettings) -> None:
     """Refuse a model_m job when every live worker of the model has said it has no start. A worker
     that said nothing (an older one) may have one: then the job goes, and fails there if not."""
     said = worker_starts(conn, model)

@@ -37,6 +37,18 @@ function showError(error) {
 
 // --- input: options, key, dropped files --------------------------------------------------
 
+// The recipes' own values (prototok/recipe.py), shown as placeholders: a field left empty is not
+// sent, so the recipe applies (the server's, PROTOTOK_RECIPE, when none is chosen: tuned by default).
+const RECIPE_VALUES = {
+  tuned: { "max-steps": 1000, seeds: 1, lr: 0.08 },
+  paper: { "max-steps": 5000, seeds: 1, lr: 0.01 },
+};
+
+function showRecipeValues() {
+  const recipe = $("recipe").value || "tuned";
+  for (const [id, value] of Object.entries(RECIPE_VALUES[recipe])) $(id).placeholder = `${value} (${recipe})`;
+}
+
 function options() {
   const out = {};
   const number = (id, parse) => { const v = $(id).value.trim(); if (v !== "") out[id.replace("-", "_")] = parse(v); };
@@ -284,6 +296,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("key").value = localStorage.getItem(KEY_STORE) || "";
   $("key").addEventListener("change", () => localStorage.setItem(KEY_STORE, $("key").value.trim()));
   $("input").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+  $("recipe").addEventListener("change", showRecipeValues);
+  showRecipeValues();
   setUpDrop();
   loadModels();
 });

@@ -116,7 +116,7 @@ def _report(exp: Run, args: Args) -> Path:
              "when it fails the shortest). C_tokens counts the correct tokens of that prefix, H_LM its information "
              "content under the same model (teacher-forced, in nats). The bytes columns weigh what a text stores "
              "(e and m; e alone beside a shared m, which is stored once; one [mem] vector) against zstd -19 of "
-             "its longest lossless prefix (README, \"What an encoding weighs\")."), "",
+             "its longest lossless prefix (docs/how-it-works/file-format.md, \"What an encoding weighs\")."), "",
              ("How each setting ran: *m shared = no*: e and m per text, the recipe's restarts, best kept; a text "
              "stops at its first failing length. *m shared = yes*: at each length one m for all texts, trained "
              "jointly with their e's (`share=shared_m`, `group_size=0`, one restart); texts not yet exact then get "
