@@ -372,10 +372,9 @@ def _confirm_in_decode_shape(problem: Problem, best: _Best, rows: torch.Tensor, 
                              text_of_seq: torch.Tensor, alone: bool = True) -> None:
     """Rows robust in this batch whose sequence was not solved before are run again (no grad) in the
     batch their text's decode runs: that text's chunks in order (`codec.reference_decode`); one not
-    robust there keeps training, its best state marked with the robust accuracy it has there. In
-    bfloat16 on an AMX Xeon the same vectors gave leads up to 1.5 nats apart in a batch of 8 and
-    alone (bench/results/speed.md), more than the margin. A row's result depends on the other rows'
-    shape, not their values, so any row of each other chunk stands in for it; chunks of the text
+    robust there keeps training, its best state marked with the robust accuracy it has there. The
+    batch's shape can move a lead by more than the margin (in bfloat16 especially:
+    bench/results/speed.md). A row's result depends on the other rows' shape, not their values, so any row of each other chunk stands in for it; chunks of the text
     that another optimisation batch holds are left out (their decode shape cannot be built here).
     One-row cohorts only (cohort = row), so a row's best is its state now."""
     s = len(newly)

@@ -48,11 +48,11 @@ from .retry import REDIS_DOWN, best_effort, retrying
 
 log = logging.getLogger("prototok.worker")
 
-# Rows of a continuous batch by default, by device and dtype: where a step's rows-per-second peaks
-# (bench/results/continuous-step-rows.md). A CPU in float32 (no native bfloat16) peaks at 4 rows, past
-# which a row costs more again; one with AMX in bfloat16 was still gaining at 16 (bench/results/levers.md).
+# Rows of a continuous batch by default, by device and dtype: where a step's rows per second peak
+# (float32: bench/results/continuous-step-rows.md; bfloat16 with AMX: bench/results/levers.md; a GPU,
+# where a row costs next to nothing beside the weight reads, is not measured: docs, "Sizing ...").
 CPU_MAX_ROWS = {"float32": 4, "bfloat16": 16}
-CUDA_MAX_ROWS = 256  # a GPU row costs next to nothing beside the weight reads; not measured on a GPU yet
+CUDA_MAX_ROWS = 256
 
 
 class Pulse:
