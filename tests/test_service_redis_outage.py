@@ -58,10 +58,12 @@ def _pings(conn: redis_lib.Redis) -> bool:
 
 @pytest.fixture
 def outage_service(tmp_path):
-    """(redis, api, worker) on a private Redis; the heartbeat TTL is the tests' 4 s."""
+    """(redis, api, worker) on a private Redis; the heartbeat TTL is the tests' 4 s. The worker's
+    batch holds 16 rows, room for the three jobs of the batch test whatever the host's default cap."""
     server = RedisServer(tmp_path / "redis").start()
     api = Api(tmp_path / "api.log", PROTOTOK_REDIS_URL=server.url).start()
-    worker = start_worker(tmp_path, "tiny-llama", PROTOTOK_REDIS_URL=server.url, PROTOTOK_REDIS_RETRY_MAX_S="1")
+    worker = start_worker(tmp_path, "tiny-llama", PROTOTOK_REDIS_URL=server.url, PROTOTOK_REDIS_RETRY_MAX_S="1",
+                          PROTOTOK_WORKER_MAX_ROWS="16")
     try:
         wait_served(api, "tiny-llama", worker)
         yield server, api, worker
