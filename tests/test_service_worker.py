@@ -32,9 +32,10 @@ def test_jobs_run_in_the_worker_process_itself(api, tiny_worker):
 
 def test_killed_worker_leaves_its_job_failed_with_a_reason(process_api, service_logs):
     """kill -9 mid-job: the job must turn `failed` (worker_died), not stay `running` forever;
-    the job queued behind it stays queued, flagged as waiting for a worker."""
+    the job queued behind it stays queued, flagged as waiting for a worker. One job at a time
+    (PROTOTOK_WORKER_MAX_ROWS=1), so the job behind never joins the batch, whatever the host's cap."""
     api = process_api
-    worker = start_worker(service_logs, "tiny-gpt-neox")
+    worker = start_worker(service_logs, "tiny-gpt-neox", PROTOTOK_WORKER_MAX_ROWS="1")
     try:
         wait_served(api, "tiny-gpt-neox", worker)
         text = "a text long enough that a random tiny model keeps optimising it for a long while"
