@@ -49,9 +49,10 @@ from .retry import REDIS_DOWN, best_effort, retrying
 log = logging.getLogger("prototok.worker")
 
 # Rows of a continuous batch by default, by device and dtype: where a step's rows per second peak
-# (float32: bench/results/continuous-step-rows.md; bfloat16 with AMX: bench/results/levers.md; a GPU,
-# where a row costs next to nothing beside the weight reads, is not measured: docs, "Sizing ...").
-CPU_MAX_ROWS = {"float32": 4, "bfloat16": 16}
+# (bench/results/continuous-step-rows.json: 4 in float32; 8 in bfloat16 with AVX512-BF16, where AMX
+# gains 7% more at 16, bench/results/levers.md; a GPU, where a row costs next to nothing beside the
+# weight reads, is not measured: docs, "Sizing ...").
+CPU_MAX_ROWS = {"float32": 4, "bfloat16": 8}
 CUDA_MAX_ROWS = 256
 
 
