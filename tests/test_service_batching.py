@@ -109,6 +109,26 @@ def test_a_canceled_job_and_a_timed_out_one_leave_the_batch_alone(api):
     assert "2 s" in timed_out["error"] and 0 < timed_out["progress"]["step"] < 5000
 
 
+def test_a_job_whose_check_and_store_outlast_the_heartbeat_still_finishes(api, monkeypatch):
+    """A job's final check and store run with its heartbeat still renewed: held here for three
+    heartbeat TTLs while the API's polls clean up abandoned jobs, it is not taken for a dead one."""
+    from worker import jobs
+
+    finish = jobs.EncodeJob.finish
+
+    def slow_finish(self) -> list[str]:
+        time.sleep(3 * HEARTBEAT_TTL_S)
+        return finish(self)
+
+    monkeypatch.setattr(jobs.EncodeJob, "finish", slow_finish)
+    with worker_on(api, "prototok-batch-slow-finish", 4) as worker:
+        job_id = post(api, "slow to store", 5)
+        worker.start()
+        body = wait_job(api, job_id, 120, worker, every=0.5)
+    assert body["status"] == "finished", body
+    exact_from_files(api, body, ["slow to store"])
+
+
 def test_a_killed_worker_fails_every_job_of_its_batch(process_api, service_logs):
     """kill -9 with three jobs in one batch: each ends failed (worker_died), none stays running."""
     api = process_api

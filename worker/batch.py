@@ -205,21 +205,22 @@ class JobBatch:
             self._finish(self.members[id(task)])
 
     def _finish(self, member: Member) -> None:
-        with self.lock:
-            del self.members[id(member.work.task)]
+        """Check and store a job whose rows have all left; its heartbeat is renewed until it ends
+        (the check can load the model in another dtype, and the store waits out a Redis outage)."""
         try:
             ids = member.work.finish()
         except Exception as exc:  # noqa: BLE001 - a cancel after optimising, an encoding that does not decode
-            self._fail(member, exc, removed=True)
+            self._fail(member, exc)
             return
+        with self.lock:
+            del self.members[id(member.work.task)]
         self.worker._finalize_success(member.job, member.queue, member.execution, ids)
 
-    def _fail(self, member: Member, exc: BaseException, removed: bool = False) -> None:
-        if not removed:
-            with self.lock:
-                del self.members[id(member.work.task)]
-            if member.work.task in self.engine.tasks:
-                self.engine.remove(member.work.task)
+    def _fail(self, member: Member, exc: BaseException) -> None:
+        with self.lock:
+            del self.members[id(member.work.task)]
+        if member.work.task in self.engine.tasks:
+            self.engine.remove(member.work.task)
         member.work.record_failure(exc)
         try:
             raise exc
