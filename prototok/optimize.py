@@ -374,8 +374,9 @@ def _confirm_in_decode_shape(problem: Problem, best: _Best, rows: torch.Tensor, 
     batch their text's decode runs: that text's chunks in order (`codec.reference_decode`); one not
     robust there keeps training, its best state marked with the robust accuracy it has there. The
     batch's shape can move a lead by more than the margin (in bfloat16 especially:
-    bench/results/speed.md). A row's result depends on the other rows' shape, not their values, so any row of each other chunk stands in for it; chunks of the text
-    that another optimisation batch holds are left out (their decode shape cannot be built here).
+    bench/results/speed.md). A row's result depends on the other rows' shape, not their values, so
+    any row of each other chunk stands in for it; chunks of the text that another optimisation
+    batch holds are left out (their decode shape cannot be built here).
     One-row cohorts only (cohort = row), so a row's best is its state now."""
     s = len(newly)
     cand = rows[(robust >= recipe.stop_accuracy) & newly[rows % s]]

@@ -123,6 +123,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def redis_answers(port: int) -> bool:
+    """The Redis on this port answers PING: its port open is not enough, a restarted Redis answers
+    "loading" until it has read its data. One try (redis-py's retries would spend seconds)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    conn = redis_lib.Redis(port=port, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1)
+    try:
+        return bool(conn.ping())
+    except redis_lib.exceptions.RedisError:  # BusyLoadingError included
+        return False
+    finally:
+        conn.close()
+
+
 def wait_for(check, timeout: float, what: str, proc=None, every: float = 0.3):
     """Poll check() until it returns something truthy; fail with the process log otherwise.
     `proc` (a Proc or a LocalWorker) must stay alive meanwhile."""

@@ -27,9 +27,13 @@ def test_the_work_interleaves_the_kinds_from_the_frozen_evaluation_set(bench_dty
 
 
 def test_the_summary_takes_medians_counts_and_the_ratio_of_total_seconds(bench_dtype):
-    rows = [{"kind": "prose", "a_s": 10.0, "a_steps": 100, "a_lossless": True, "b_s": 5.0, "b_steps": 90, "b_lossless": True},
-            {"kind": "prose", "a_s": 30.0, "a_steps": 300, "a_lossless": False, "b_s": 15.0, "b_steps": 310, "b_lossless": True},
-            {"kind": "mixed", "a_s": 20.0, "a_steps": 200, "a_lossless": True, "b_s": 20.0, "b_steps": 210, "b_lossless": False}]
+    def row(kind, a_s, a_steps, a_ok, b_s, b_steps, b_ok):
+        return {"kind": kind, "a_s": a_s, "a_steps": a_steps, "a_lossless": a_ok,
+                "b_s": b_s, "b_steps": b_steps, "b_lossless": b_ok}
+
+    rows = [row("prose", 10.0, 100, True, 5.0, 90, True),
+            row("prose", 30.0, 300, False, 15.0, 310, True),
+            row("mixed", 20.0, 200, True, 20.0, 210, False)]
     table = {r["kind"]: r for r in bench_dtype.summary(rows, ["a", "b"])}
     assert set(table) == {"prose", "mixed", "all"}  # a kind without texts has no row
     prose, every = table["prose"], table["all"]

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
-from conftest import Api, free_port, start_worker, wait_for, wait_job, wait_served
+from conftest import Api, free_port, redis_answers, start_worker, wait_for, wait_job, wait_served
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")]
@@ -36,8 +35,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log"])
-        conn = redis_lib.Redis(port=self.port, socket_connect_timeout=1)
-        wait_for(lambda: _pings(conn), 20, f"redis-server on port {self.port}")
+        wait_for(lambda: redis_answers(self.port), 20, f"redis-server on port {self.port}")
         return self
 
     def kill9(self) -> None:
@@ -47,13 +45,6 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.kill9()
-
-
-def _pings(conn: redis_lib.Redis) -> bool:
-    try:
-        return bool(conn.ping())
-    except redis_lib.exceptions.RedisError:
-        return False
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 import redis as redis_lib
-from conftest import free_port, wait_for
+from conftest import free_port, redis_answers, wait_for
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -31,19 +31,8 @@ class PrivateRedis:
         subprocess.run(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                         "--appendonly", "yes", "--save", "", "--daemonize", "yes",
                         "--logfile", str(self.dir / "redis.log")], check=True)
-        wait_for(self._answers, 20, "the private redis to answer")
+        wait_for(lambda: redis_answers(self.port), 20, "the private redis to answer")
         return self
-
-    def _answers(self) -> bool:
-        """PING answered: the port open is not enough, a restarted Redis says "loading" until its
-        append-only file is read."""
-        once = redis_lib.Redis(port=self.port, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1)
-        try:
-            return bool(once.ping())
-        except redis_lib.exceptions.ConnectionError:  # BusyLoadingError included
-            return False
-        finally:
-            once.close()
 
     def _up(self) -> bool:
         """A bare connect: redis-py's default retries would spend seconds on a closed port."""
