@@ -74,6 +74,10 @@ class EncodeOptions(Strict):
     chunk_tokens: Annotated[StrictInt, Field(ge=1, le=4096), WHOLE] | None = Field(
         None, description="longer texts are split into chunks")
     sink: StrictBool | None = Field(None, description="a frozen BOS embedding before [e, m, ...] (tuned: on, paper: off)")
+    start: Literal["random", "warm", "encoder"] | None = Field(None, description=(
+        "where the optimisation begins: at random, at the model's warm start (tuned; random where the model has "
+        "none), or at the start the model's encoder head predicts from the text (a job whose worker has no encoder "
+        "for the model fails with invalid_input; not with model_m)"))
     storage: Literal["float32", "float16", "bfloat16", "int8"] | None = Field(
         None, description="how the file stores e and m: float32, float16, bfloat16, or int8 with a per-vector "
         "scale; below float32 a few straight-through steps follow the optimisation. With neither storage nor "

@@ -178,12 +178,12 @@ def main() -> None:
 # Today's recipe with one lever at a time moved back to the old default (dtype, restarts+lr,
 # warm start, spike guard); the margin stays (exactness across dtypes needs it), as do the two
 # options that are off by default (loss_margin, restart_every; measured in levers.md).
-OLD_RECIPE = {"seeds": 4, "lr": 0.05, "margin": 0.0, "warm_start": False, "spike_guard": 0.0}
+OLD_RECIPE = {"seeds": 4, "lr": 0.05, "margin": 0.0, "start": "random", "spike_guard": 0.0}
 LEVERS = {
     "new code, old recipe, float32": (OLD_RECIPE, "float32"),
     "+ bfloat16 only": (OLD_RECIPE, "bfloat16"),
-    "+ 1 restart, lr 0.08 only (float32)": ({"margin": 0.0, "warm_start": False, "spike_guard": 0.0}, "float32"),
-    "new default without the warm start": ({"warm_start": False}, None),
+    "+ 1 restart, lr 0.08 only (float32)": ({"margin": 0.0, "start": "random", "spike_guard": 0.0}, "float32"),
+    "new default without the warm start": ({"start": "random"}, None),
     "new default without the spike guard": ({"spike_guard": 0.0}, None),
     "new default": ({}, None),
 }
@@ -229,7 +229,7 @@ def chunk_curve(started: str, args, new: Side) -> None:
     rows: list[dict] = []
     for i, text in enumerate(texts):
         for c, warm in variants:
-            res = new.encode([text], None if warm else {"warm_start": False}, chunk_tokens=c)
+            res = new.encode([text], None if warm else {"start": "random"}, chunk_tokens=c)
             enc = res["encodings"][0]
             rows.append({"item": i, "chunk_tokens": c, "warm_start": warm, "n_tokens": enc["n_tokens"],
                          "vectors": 2 * -(-enc["n_tokens"] // c), "lossless": enc["lossless"],

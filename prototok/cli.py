@@ -1,4 +1,4 @@
-"""Command line: `prototok encode`, `prototok decode`, `prototok start`, `prototok experiment`,
+"""Command line: `prototok encode`, `prototok decode`, `prototok start`, `prototok encoder`, `prototok experiment`,
 and the commands other installed packages register (the service's `prototok keys`).
 
 Bad input (empty text, missing or corrupt file, unknown model, wrong model for a file, a
@@ -170,6 +170,9 @@ def encode(
                                              "tokens (default 32; shorter: faster per token, more vectors)."),
     sink: bool | None = typer.Option(None, "--sink/--no-sink",
                                      help="Frozen BOS embedding before [e, m, ...] (default: the recipe's)."),
+    start: str | None = typer.Option(None, "--start", help="Where the optimisation begins: random | warm (the "
+                                     "tuned default: the model's warm start) | encoder (predicted from the text by "
+                                     "the model's encoder head; docs: Learned encoder)."),
     storage: str | None = typer.Option(None, help="How the file stores e and m: float32 (default) | float16 | "
                                                    "bfloat16 | int8 (per-vector scale)."),
     rank: int | None = typer.Option(None, help="Optimise and store e and m as this many coefficients in a fixed "
@@ -189,7 +192,7 @@ def encode(
     # Checked where the config is built: here by recipe.encode_config, with --server by the service.
     options = {"recipe": recipe, "max_steps": max_steps, "seeds": seeds, "lr": lr, "margin": margin,
                "arrangement": arrangement,
-               "method": method, "chunk_tokens": chunk_tokens, "sink": sink, "storage": storage, "rank": rank,
+               "method": method, "chunk_tokens": chunk_tokens, "sink": sink, "start": start, "storage": storage, "rank": rank,
                "compact": compact or None, "model_m": model_m or None}
     work = _work(text, file or [], out, out_dir, skip_existing)
     if not work:
@@ -429,6 +432,74 @@ def start_show(model: str | None = typer.Option(None, help="HF name, local path,
         return
     typer.echo(json.dumps({"file": str(start.path), "m_sha256": m_digest(start.m), **start.meta, "kept": listed},
                           indent=1))
+
+
+encoder_app = typer.Typer(no_args_is_help=True, help="Learned encoders: a start predicted from the text, one per model.")
+app.add_typer(encoder_app, name="encoder")
+
+
+@encoder_app.command("train")
+@friendly_errors
+def encoder_train(
+    model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias (default: embedded SmolLM2)."),
+    objective: str = typer.Option("reconstruct", help="reconstruct (the encode loss, end to end) or regress (to "
+                                  "vectors solved from the warm start)."),
+    iterations: int = typer.Option(300, min=1, max=100_000, help="Optimiser steps of the head."),
+    batch: int = typer.Option(16, min=1, max=256, help="Windows per step."),
+    lr: float = typer.Option(1e-3, min=1e-6, max=1.0, help="The head's AdamW learning rate."),
+    passages: int = typer.Option(120, min=1, max=120, help="Shipped prose passages to cut windows from (0..N-1)."),
+    layer: int | None = typer.Option(None, min=0, help="Hidden layer the head reads (default: the middle one)."),
+    regress_windows: int = typer.Option(128, min=1, max=100_000, help="regress: windows solved for targets (a solve "
+                                        "each: the cost of that objective)."),
+    out: Path | None = typer.Option(None, help="Output file (default: the cache dir, where encodes find it)."),
+) -> None:
+    """Train an encoder head for a model, resumably (a checkpoint is kept beside the output and a
+    rerun with the same options goes on from it); ends with its validation: the encode loss and
+    token accuracy at step 0 from the head's start and from the warm start. Prints the file's path."""
+    from .encoder import candidates, write_encoder
+    from .encoder_training import TrainConfig, Trainer
+    from .models import load_model, quiet_libraries
+
+    quiet_libraries()
+    lm = load_model(model)
+    cfg = TrainConfig(objective=objective, iterations=iterations, batch=batch, lr=lr, passages=passages, layer=layer,
+                      regress_windows=regress_windows)
+    cfg.check()
+    path = out or candidates(lm)[0]
+    checkpoint = path.with_name(f".{path.stem}.checkpoint.safetensors")
+    bars: dict = {}
+
+    def report(p) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(p.phase) or bars.setdefault(p.phase, tqdm(total=p.iterations, desc=p.phase, leave=False,
+                                                                  disable=None, file=sys.stderr))
+        bar.update(p.iteration - bar.n)
+        if p.loss == p.loss:  # not NaN
+            bar.set_postfix(loss=f"{p.loss:.3f}", refresh=False)
+
+    enc, how = Trainer(lm, cfg, checkpoint, report).run()
+    for bar in bars.values():
+        bar.close()
+    typer.echo(json.dumps({"validation": how["validation"], "seconds": how["seconds"]}))
+    typer.echo(str(write_encoder(path, lm, enc, how=how)))
+    checkpoint.unlink(missing_ok=True)
+
+
+@encoder_app.command("show")
+@friendly_errors
+def encoder_show(model: str | None = typer.Option(None, help="HF name, local path, .gguf or alias.")) -> None:
+    """The encoder head of this model (file, layer, how it was trained), or that there is none."""
+    from .encoder import candidates, find_encoder
+    from .models import load_model, quiet_libraries
+
+    quiet_libraries()
+    lm = load_model(model)
+    enc = find_encoder(lm)
+    if enc is None:
+        typer.echo(f"no encoder for {lm.name} (looked in {', '.join(map(str, candidates(lm)))})")
+        return
+    typer.echo(json.dumps({"file": str(enc.path), **enc.meta}, indent=1))
 
 
 def _register_experiments() -> None:

@@ -303,8 +303,8 @@ class Client:
 
     def encode(self, text_or_texts: str | Sequence[str], *, model: str | None = None, **options: Any) -> Job:
         """Queue one job for a text or a batch of texts. Options are the API's: max_steps, seeds,
-        seed, lr, recipe, arrangement, method, share, group_size, chunk_tokens, sink, storage, rank, compact,
-        model_m."""
+        seed, lr, recipe, arrangement, method, share, group_size, chunk_tokens, sink, start, storage, rank,
+        compact, model_m."""
         r = self.request("POST", "/v1/encode", json=encode_body(text_or_texts, model, options))
         return Job(self, r.json()["job_id"], r.json())
 

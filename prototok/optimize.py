@@ -19,15 +19,16 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from .encoder import predict, require_encoder
 from .errors import InvalidInput
 from .mem import mem_problem
 from .metrics import c_tokens, lead
 from .models import LanguageModel
 from .one_step import OneStepProblem, one_step_problem
 from .problem import Problem, first_seeds, pad_right, token_loss
-from .recipe import EncodeConfig, Method, Recipe, Schedule, ShareMode
+from .recipe import EncodeConfig, Method, Recipe, Schedule, ShareMode, StartFrom
 from .rowadam import RowAdamW
-from .starts import find_start, shared_start
+from .starts import Start, find_start, shared_start
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Optimization:
     def __init__(self, lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig,
                  frozen_m: torch.Tensor | None = None, progress: ProgressFn | None = None,
                  text_of_seq: list[int] | None = None):
+        started = time.perf_counter()  # an encoder's pass is part of the encode's seconds
         check_inputs(lm, cfg, frozen_m)
         texts = torch.tensor(text_of_seq if text_of_seq is not None else range(len(seqs)))  # (S,)
         if len(texts) != len(seqs):
@@ -98,15 +100,14 @@ class Optimization:
         if cfg.method is Method.AUTOREGRESSIVE:
             problem = mem_problem(lm, seqs, cfg)
         else:
-            warm = (cfg.recipe.warm_start or cfg.model_m) and not cfg.rank
-            start = shared_start(lm) if cfg.model_m else find_start(lm) if warm else None
+            start = first_start(lm, seqs, cfg)
             frozen_m = start.m if cfg.model_m else frozen_m
             problem = one_step_problem(lm, seqs, cfg, frozen_m, start=start)
         self.lm, self.seqs, self.cfg, self.progress, self.texts = lm, seqs, cfg, progress, texts
         self.polish = cfg.storage != "float32" and cfg.recipe.ste_steps > 0
         one_pass = cfg.method is Method.ONE_STEP  # decode is one pass per encoding: judge a solve in its shape
         self.run = Run(lm, problem, seqs, cfg.recipe, _after(progress, 0, cfg.step_budget) if self.polish else progress,
-                       texts if one_pass else None)
+                       texts if one_pass else None, started)
         self.first: list[Solution] | None = None  # the main run's solutions, while the polish runs
         self.solutions: list[Solution] | None = None
 
@@ -129,11 +130,27 @@ class Optimization:
             self.solutions = sols
 
 
+def first_start(lm: LanguageModel, seqs: list[list[int]], cfg: EncodeConfig) -> Start | None:
+    """Where the first restart of a one-step problem begins (Recipe.start), None for at random:
+    model_m begins at the shared start; low-rank codes always at random (a start is a full vector)."""
+    if cfg.model_m:
+        return shared_start(lm)
+    if cfg.rank or cfg.recipe.start is StartFrom.RANDOM:
+        return None
+    if cfg.recipe.start is StartFrom.WARM:
+        return find_start(lm)
+    enc = require_encoder(lm)
+    e, m = predict(lm, enc, seqs)
+    return Start(e, m, enc.meta, enc.path)
+
+
 def check_inputs(lm: LanguageModel, cfg: EncodeConfig, frozen_m: torch.Tensor | None) -> None:
     """What the config alone cannot know: the model's width, the vector share=frozen_m freezes, and
     (model_m) that the model has a start to take m from: ModelMMissing before any text is tokenised."""
     if cfg.rank > lm.hidden_size:
         raise InvalidInput(f"rank {cfg.rank} is larger than the model's hidden size {lm.hidden_size}")
+    if cfg.recipe.start is StartFrom.ENCODER and cfg.method is Method.ONE_STEP and not cfg.rank:
+        require_encoder(lm)
     if cfg.model_m:
         if frozen_m is not None:
             raise InvalidInput("frozen_m: model_m freezes the model's own m; give model_m or a frozen_m, not both")
@@ -204,8 +221,8 @@ class Run:
     """
 
     def __init__(self, lm: LanguageModel, problem: Problem, seqs: list[list[int]], recipe: Recipe,
-                 progress: ProgressFn | None, text_of_seq: torch.Tensor | None = None):
-        self.start = time.perf_counter()
+                 progress: ProgressFn | None, text_of_seq: torch.Tensor | None = None, started: float | None = None):
+        self.start = time.perf_counter() if started is None else started  # the seconds solutions report count from here
         self.lm, self.problem, self.seqs, self.recipe, self.progress = lm, problem, seqs, recipe, progress
         s, n_rows = len(seqs), len(problem.cohort_of_row)
         self.targets = pad_right(seqs)[torch.arange(n_rows) % s].to(lm.device)  # (R, Nmax)

@@ -59,6 +59,14 @@ class Init(str, Enum):
     EMBEDDING = "embedding"  # N(0, 1) * std(embedding matrix) * init_scale: Kuratov's repo
 
 
+class StartFrom(str, Enum):
+    """Where the first restart's e and m begin (later restarts, low-rank codes and [mem] begin at random)."""
+
+    RANDOM = "random"  # drawn as `init` says
+    WARM = "warm"  # the model's warm start (prototok/starts.py), or at random where it has none
+    ENCODER = "encoder"  # predicted from the text by the model's encoder head (prototok/encoder.py)
+
+
 class Schedule(str, Enum):
     CONSTANT = "constant"  # the paper
     COSINE = "cosine"  # linear warm-up, then cosine decay to lr * min_lr_ratio
@@ -132,10 +140,10 @@ class Recipe:
     # many straight-through steps at the schedule's final lr (lr x min_lr_ratio), the stored value in the
     # forward pass, so the stored vectors decode without corrections where possible. 0 = none.
     ste_steps: int = 100
-    # Begin the first restart from the model's start (prototok/starts.py: an m shared over many
-    # texts and the mean of their e's), where one exists for the model's weights; other restarts,
-    # low-rank codes and [mem] start at random.
-    warm_start: bool = False
+    # Where the first restart begins: at random, at the model's warm start (prototok/starts.py: an
+    # m shared over many texts and the mean of their e's; random where the model has none), or at
+    # the start its encoder head predicts from the text (prototok/encoder.py; an error where it has none).
+    start: StartFrom = StartFrom.RANDOM
     # Spike guard: when a row's loss rises this many nats above its lowest so far, its vectors and
     # Adam moments go back to that lowest point, the update is skipped, and the row's lr is scaled by
     # `spike_lr`. Adam at a high lr now and then overshoots into a region it takes tens of steps to
@@ -144,7 +152,7 @@ class Recipe:
     spike_lr: float = 0.7
 
     def __post_init__(self) -> None:
-        _coerce(self, init=Init, schedule=Schedule)
+        _coerce(self, init=Init, schedule=Schedule, start=StartFrom)
         if self.init_e is not None:
             _coerce(self, init_e=Init)
         for name in ("max_steps", "seeds"):
@@ -162,9 +170,8 @@ class Recipe:
         for name in ("margin", "loss_margin", "spike_guard"):  # nats
             _number(self, name, 0, 100)
         _number(self, "spike_lr", 0, 1, low_open=True, high_open=False)
-        for name in ("sink", "warm_start"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidInput(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.sink, bool):
+            raise InvalidInput(f"sink must be true or false, got {self.sink!r}")
 
     def with_(self, **changes: object) -> Recipe:
         """A copy with the given fields changed; None means keep."""
@@ -197,7 +204,7 @@ TUNED = Recipe(
     seeds=1,
     sink=True,
     margin=1.0,
-    warm_start=True,
+    start=StartFrom.WARM,
     spike_guard=1.0,
 )
 
@@ -270,6 +277,9 @@ class EncodeConfig:
         if self.rank:
             raise InvalidInput("model_m and rank: a low-rank e with the model's frozen m is not offered (it rebuilt "
                                "too few tokens); give one or the other")
+        if self.recipe.start is StartFrom.ENCODER:
+            raise InvalidInput("model_m and start=encoder: model_m begins at the model's warm start and freezes its m, "
+                               "while the encoder predicts an m of its own; give one or the other")
         object.__setattr__(self, "share", ShareMode.FROZEN_M)
 
     def _check_mem(self) -> None:
@@ -308,7 +318,7 @@ class EncodeConfig:
 def encode_config(
     recipe: str = "tuned", *, max_steps: int | None = None, max_steps_limit: int | None = None,
     seeds: int | None = None, seed: int | None = None, lr: float | None = None, margin: float | None = None,
-    sink: bool | None = None, arrangement: str | None = None, method: str | None = None,
+    sink: bool | None = None, start: str | None = None, arrangement: str | None = None, method: str | None = None,
     share: str | None = None, group_size: int | None = None, chunk_tokens: int | None = None,
     storage: str | None = None, rank: int | None = None, compact: bool | None = None,
     model_m: bool | None = None, default_storage: str = "float32", default_rank: int = 0,
@@ -329,7 +339,8 @@ def encode_config(
     steps = base.max_steps if max_steps is None else max_steps
     if max_steps_limit is not None:
         steps = min(steps, max_steps_limit)
-    cfg = EncodeConfig(recipe=base.with_(max_steps=steps, seeds=seeds, seed=seed, lr=lr, sink=sink, margin=margin))
+    cfg = EncodeConfig(recipe=base.with_(max_steps=steps, seeds=seeds, seed=seed, lr=lr, sink=sink, margin=margin,
+                                         start=start))
     cfg = cfg.with_(arrangement=arrangement, method=method, share=share, group_size=group_size,
                     chunk_tokens=chunk_tokens, model_m=model_m or None)
     if compact:

@@ -26,7 +26,7 @@ def prose_chunks(lm: LanguageModel, texts: list[str], skip: int = 40, tokens: in
 def train_start(lm: LanguageModel, seqs: list[list[int]], steps: int, recipe: Recipe = TUNED,
                 progress: ProgressFn | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(e, m, how it was made): every text trains its own e against one shared m for `steps` steps."""
-    cfg = EncodeConfig(recipe=recipe.with_(max_steps=steps, warm_start=False, seeds=1),
+    cfg = EncodeConfig(recipe=recipe.with_(max_steps=steps, start="random", seeds=1),
                        share=ShareMode.SHARED_M, group_size=0)
     t0 = time.perf_counter()
     sols = optimize(lm, seqs, cfg, progress=progress)

@@ -63,8 +63,8 @@ SHIPPED = Path(__file__).resolve().parent / "data"
 
 @dataclass(frozen=True)
 class Start:
-    e: torch.Tensor  # (d,) float32
-    m: torch.Tensor  # (d,) float32
+    e: torch.Tensor  # (d,) float32; (S, d), one per sequence, when an encoder predicted it
+    m: torch.Tensor  # (d,) float32; likewise
     meta: dict
     path: Path | None = None
 
@@ -82,7 +82,7 @@ def find_start(lm: LanguageModel) -> Start | None:
     """The first start made for exactly this model's weights, or None (then encodes start at random).
     Looks at the files on every call (a stat each), so a start written since, by any process, counts."""
     for path in candidates(lm):
-        version = _version(path)
+        version = file_version(path)
         if version is not None:
             start = _read(str(path), *version)
             if start.meta.get("weights_fingerprint") == lm.weights_fingerprint and start.e.shape == (lm.hidden_size,):
@@ -90,7 +90,7 @@ def find_start(lm: LanguageModel) -> Start | None:
     return None
 
 
-def _version(path: Path) -> tuple[int, int, int] | None:
+def file_version(path: Path) -> tuple[int, int, int] | None:
     """(inode, mtime_ns, size) of a regular file, None if there is none: a new or rewritten start
     file is a new version (write_start renames a new file into place: a new inode)."""
     try:
@@ -148,7 +148,7 @@ def locate_m(lm: LanguageModel, ref: dict) -> tuple[Path, torch.Tensor] | None:
     version to learn its digest, and the m handed out is checked against the digest again."""
     digest = ref.get("sha256")
     for path in _m_files(lm, str(digest)):
-        version = _version(path)
+        version = file_version(path)
         if version is None or _held(str(path), *version) != (digest, lm.weights_fingerprint):
             continue
         try:
@@ -243,7 +243,7 @@ def write_start(path: Path, lm: LanguageModel, e: torch.Tensor, m: torch.Tensor,
     with _locked(path.parent):  # two trainers at once: each keeps what the other wrote
         keep_replaced(path, m_digest(tensors["m"]))
         header = {k: json.dumps(v) for k, v in meta.items()}
-        _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     _read.cache_clear()  # in this process, seen even if a coarse clock gave the new file an old version's stamp
     _held.cache_clear()
     return path
@@ -253,16 +253,16 @@ def keep_replaced(path: Path, new_digest: str) -> Path | None:
     """Copy the start at `path` to its kept name before a start with m `new_digest` replaces it, so
     the model_m files made with it still decode; the kept path, or None when nothing needs keeping
     (no file, an unreadable one that no encode could have used, or the same m again)."""
-    digest = _digest_or_none(path) if _version(path) else None
+    digest = _digest_or_none(path) if file_version(path) else None
     if digest is None or digest == new_digest:
         return None
     names = kept_paths(path, digest)
     for kept in names:
-        if _version(kept) is None:
-            return _write_atomically(kept, lambda tmp: shutil.copyfile(path, tmp))
+        if file_version(kept) is None:
+            return write_atomically(kept, lambda tmp: shutil.copyfile(path, tmp))
         if _digest_or_none(kept) == digest:
             return kept  # an identical m is kept already
-    return _write_atomically(names[-1], lambda tmp: shutil.copyfile(path, tmp))  # both names hold another m
+    return write_atomically(names[-1], lambda tmp: shutil.copyfile(path, tmp))  # both names hold another m
 
 
 def _digest_or_none(path: Path) -> str | None:
@@ -272,7 +272,7 @@ def _digest_or_none(path: Path) -> str | None:
         return None
 
 
-def _write_atomically(path: Path, write: Callable[[str], object]) -> Path:
+def write_atomically(path: Path, write: Callable[[str], object]) -> Path:
     """`write` a temporary file beside `path`, then rename it over `path` (one step for readers)."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:

@@ -163,12 +163,30 @@ def test_a_rank_above_the_models_hidden_size_fails_the_job_as_invalid_input(api,
     assert done["status"] == "failed" and done["error_code"] == "invalid_input" and "hidden size" in done["error"]
 
 
+def test_a_start_encoder_job_on_a_worker_without_an_encoder_fails_as_invalid_input(api, tiny_worker):
+    done = wait_job(api, encode(api, {"text": TEXT, "options": {"max_steps": 5, "start": "encoder"}}), 300,
+                    tiny_worker)
+    assert done["status"] == "failed" and done["error_code"] == "invalid_input"
+    assert "prototok encoder train --model tiny-llama" in done["error"]
+
+
 def test_step_budget_is_capped():
     from app.schemas import EncodeOptions
     from service.settings import ServiceSettings
 
     cfg = EncodeOptions(max_steps=10**6).to_config(ServiceSettings(max_steps_limit=50))
     assert cfg.recipe.max_steps == 50
+
+
+def test_the_start_option_reaches_the_recipe():
+    from app.schemas import EncodeOptions
+    from prototok.recipe import StartFrom
+    from service.settings import ServiceSettings
+
+    assert EncodeOptions().to_config(ServiceSettings()).recipe.start is StartFrom.WARM  # the tuned default
+    assert EncodeOptions(recipe="paper").to_config(ServiceSettings()).recipe.start is StartFrom.RANDOM
+    cfg = EncodeOptions(start="encoder").to_config(ServiceSettings())
+    assert cfg.recipe.start is StartFrom.ENCODER and cfg.recipe.to_dict()["start"] == "encoder"
 
 
 NOT_SERVED = "some-org/not-served-model"
@@ -191,6 +209,9 @@ NOT_SERVED = "some-org/not-served-model"
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"bogus": 1}}}, 422, "invalid_request"),
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"storage": "int4"}}}, 422, "invalid_request"),
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"rank": -1}}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"start": "nearby"}}}, 422, "invalid_request"),
+    ("post", "/v1/encode", {"json": {"text": "a", "options": {"start": "encoder", "model_m": True}}}, 422,
+     "invalid_input"),
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"compact": True, "rank": 4}}}, 422,
      "invalid_request"),
     ("post", "/v1/encode", {"json": {"text": "a", "options": {"storage": "int8", "method": "autoregressive"}}},

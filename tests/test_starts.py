@@ -29,7 +29,7 @@ def test_a_trained_start_is_found_for_its_model_and_begins_the_first_restart(sta
     assert path.parent == start_cache / "starts"
     start = find_start(lm)
     assert start is not None and torch.equal(start.e, e) and start.meta["texts"] == 3
-    cfg = EncodeConfig(recipe=recipe(seeds=2, warm_start=True))
+    cfg = EncodeConfig(recipe=recipe(seeds=2, start="warm"))
     problem = one_step_problem(lm, SEQS[:2], cfg, None, start=start)
     assert torch.equal(problem.e_table[:2], e.expand(2, -1)) and torch.equal(problem.m_table[:2], m.expand(2, -1))
     assert not torch.equal(problem.e_table[2], e)  # the second restart still starts at random
@@ -38,11 +38,11 @@ def test_a_trained_start_is_found_for_its_model_and_begins_the_first_restart(sta
 def test_warm_start_changes_the_path_and_nothing_else_without_a_start(start_cache):
     lm = load_model("tiny-llama")
     cold = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe()))
-    no_file = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe(warm_start=True)))
+    no_file = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe(start="warm")))
     assert torch.equal(cold[0].vectors["e"], no_file[0].vectors["e"])
     e, m, how = train_start(lm, SEQS, 3, recipe())
     write_start(candidates(lm)[0], lm, e, m, **how)
-    warm = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe(warm_start=True)))
+    warm = optimize(lm, SEQS[:1], EncodeConfig(recipe=recipe(start="warm")))
     assert not torch.equal(cold[0].vectors["e"], warm[0].vectors["e"])
 
 

@@ -149,6 +149,13 @@ def test_the_default_request_leaves_steps_and_restarts_to_the_recipe(browser, ap
     page.select_option("#recipe", "paper")
     assert [page.get_attribute(f, "placeholder") for f in fields] == [
         f"{PAPER.max_steps} (paper)", f"{PAPER.seeds} (paper)", f"{PAPER.lr:g} (paper)"]
+    page.select_option("#start", "encoder")  # the start select sends its value as the API's `start`
+    page.click("#submit")
+    for _ in range(100):
+        if len(sent) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert sent[1] == {"text": TEXT, "options": {"recipe": "paper", "start": "encoder"}}
     page.close()
 
 

@@ -55,7 +55,7 @@ function options() {
   number("max-steps", (v) => parseInt(v, 10));
   number("seeds", (v) => parseInt(v, 10));
   number("lr", parseFloat);
-  for (const id of ["recipe", "arrangement"]) if ($(id).value) out[id] = $(id).value;
+  for (const id of ["recipe", "arrangement", "start"]) if ($(id).value) out[id] = $(id).value;
   if ($("storage").value === "compact") out.compact = true;
   else if ($("storage").value) out.storage = $("storage").value;
   if ($("model-m").checked) out.model_m = true; // left out when off: the server's default (false)
