@@ -112,5 +112,10 @@ def config_to_dict(cfg: EncodeConfig) -> dict:
 
 
 def config_from_dict(data: dict) -> EncodeConfig:
+    """The config a job was queued with. A job queued by an API older than `Recipe.start` says
+    `warm_start` instead: true is start=warm, false start=random (a rolling upgrade loses no job)."""
+    recipe = dict(data["recipe"])
+    if "warm_start" in recipe:
+        recipe.setdefault("start", "warm" if recipe.pop("warm_start") is True else "random")
     rest = {k: v for k, v in data.items() if k != "recipe"}
-    return EncodeConfig(recipe=Recipe(**data["recipe"]), **rest)
+    return EncodeConfig(recipe=Recipe(**recipe), **rest)

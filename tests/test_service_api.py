@@ -163,6 +163,17 @@ def test_a_rank_above_the_models_hidden_size_fails_the_job_as_invalid_input(api,
     assert done["status"] == "failed" and done["error_code"] == "invalid_input" and "hidden size" in done["error"]
 
 
+def test_a_job_queued_before_recipe_start_runs_with_the_start_it_asked_for():
+    from prototok.recipe import StartFrom
+    from service.queues import config_from_dict, config_to_dict
+
+    queued = config_to_dict(EncodeConfig())
+    assert config_from_dict(queued) == EncodeConfig()
+    for old, start in ((True, StartFrom.WARM), (False, StartFrom.RANDOM)):
+        recipe = {k: v for k, v in queued["recipe"].items() if k != "start"} | {"warm_start": old}
+        assert config_from_dict(queued | {"recipe": recipe}).recipe.start is start
+
+
 def test_a_start_encoder_job_on_a_worker_without_an_encoder_fails_as_invalid_input(api, tiny_worker):
     done = wait_job(api, encode(api, {"text": TEXT, "options": {"max_steps": 5, "start": "encoder"}}), 300,
                     tiny_worker)
