@@ -53,6 +53,21 @@ def test_the_embedded_model_ships_its_warm_start_for_every_dtype(smol):
     assert other.weights_fingerprint == smol.weights_fingerprint
 
 
+def test_the_embedded_model_ships_an_encoder_head_and_its_encodes_are_exact(smol):
+    """start=encoder on SmolLM2: the shipped head is found for these weights, predicts a start that
+    depends on the text, and an encode from it (a short budget: corrections fill what it misses)
+    decodes byte for byte."""
+    from prototok.encoder import find_encoder, predict
+
+    enc = find_encoder(smol)
+    assert enc is not None and enc.meta["model"] == smol.name and enc.path.parent.name == "data"
+    e, m = predict(smol, enc, [smol.tokenize("A first text."), smol.tokenize("Quite another one, 42!")])
+    assert e.shape == m.shape == (2, smol.hidden_size) and not torch.equal(e[0], e[1])
+    text = "Encoders start near the text."
+    [encoding] = encode_texts(smol, [text], EncodeConfig(recipe=TUNED.with_(start="encoder", max_steps=20)))
+    assert encoding.recipe["start"] == "encoder" and decode(smol, [encoding])[0].text == text
+
+
 def test_edge_texts_through_the_cli_argument_and_file_are_byte_exact(smol, tmp_path):
     """A few of tests/edge_cases.py on SmolLM2, in and out of the CLI (argument, --file, --out, stdout)."""
     from edge_cases import EDGE_TEXTS
