@@ -11,7 +11,11 @@ Gutenberg data cut to about 32 and 64 tokens; a batch of 8 sentences in one job.
 side's 64-token passages can take half an hour each on 2 cores: `--baseline-cap` caps its
 steps there, and such a row is a lower bound on the speed-up (marked `>=`).
 
-Run: python -m bench.speed [--passages 5] [--baseline 15b1825] [--baseline-cap 300]
+`--eval N` runs the first N texts of each kind of the frozen evaluation set (bench/data/eval.jsonl:
+prose, passages, random words, mixed real-world lines) instead, each alone: the report to trust,
+since the sentences tuned the recipe.
+
+Run: python -m bench.speed [--passages 5] [--baseline 15b1825] [--baseline-cap 300] [--eval N]
      python -m bench.speed --ablation 5  # each lever alone on the sentences (new code only)
      python -m bench.speed --chunks 16 32 64 --passages 3  # chunk length vs seconds (new code only)
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 from prototok.results.provenance import utc_now
 from prototok.results.tables import records_table
 
+from . import evalset
 from .common import machine, write
 from .sentences import SENTENCES
 
@@ -107,6 +112,13 @@ def work_items(passages: int, tokenize) -> list[dict]:
     return items
 
 
+def eval_items(per_kind: int) -> list[dict]:
+    """The first `per_kind` texts of each kind of the frozen evaluation set (bench/data/eval.jsonl),
+    each encoded alone: texts no recipe, start or head was tuned or trained on."""
+    return [{"kind": f"eval-{kind}", "texts": [text]} for kind in ("prose", "passage", "random", "mixed")
+            for text in evalset.texts(kind, per_kind)]
+
+
 def row(side: str, item: dict, res: dict, capped: bool) -> dict:
     encs = res["encodings"]
     return {"side": side, "kind": item["kind"], "texts": len(encs), "n_tokens": sum(e["n_tokens"] for e in encs),
@@ -144,6 +156,9 @@ def main() -> None:
     ap.add_argument("--baseline", default="15b1825")
     ap.add_argument("--passages", type=int, default=5)
     ap.add_argument("--baseline-cap", type=int, default=300, help="old side's max_steps on 64-token passages")
+    ap.add_argument("--eval", type=int, default=0, metavar="N",
+                    help="instead of the sentences and passages: the first N texts of each kind of the frozen "
+                         "evaluation set")
     ap.add_argument("--only", nargs="*", default=None, help="work kinds to run (sentence passage-32 passage-64 batch-8)")
     ap.add_argument("--ablation", type=int, default=0, metavar="N",
                     help="instead: each lever alone on the first N sentences (results in speed-ablation)")
@@ -160,7 +175,7 @@ def main() -> None:
         return ablation(started, args, old, new)
     from prototok import load_model
 
-    items = work_items(args.passages, load_model().tokenize)
+    items = eval_items(args.eval) if args.eval else work_items(args.passages, load_model().tokenize)
     items = [it for it in items if args.only is None or it["kind"] in args.only]
     rows: list[dict] = []
     for i, item in enumerate(items):
