@@ -16,7 +16,6 @@ for the weights it was trained on (`LanguageModel.weights_fingerprint`).
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -29,8 +28,9 @@ from torch import nn
 
 from .errors import CorruptEncoding, InvalidInput
 from .models import LanguageModel
+from .problem import pad_right
 from .settings import get_settings
-from .starts import SHIPPED, file_version, write_atomically
+from .starts import SHIPPED, file_name, file_version, write_atomically
 
 FORMAT = "prototok-encoder/1"
 
@@ -103,12 +103,9 @@ def hidden_states(lm: LanguageModel, seqs: list[list[int]], layer: int) -> tuple
     on the model's device and the (B, T) mask of real positions. No gradient."""
     bos = [] if lm.bos_id is None else [lm.bos_id]
     rows = [bos + list(q) for q in seqs]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), True
-    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    ids = pad_right(rows).to(lm.device)
+    lengths = torch.tensor([len(r) for r in rows], device=lm.device)
+    mask = torch.arange(ids.shape[1], device=lm.device)[None, :] < lengths[:, None]
     with torch.no_grad():
         out = lm.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
     return out.hidden_states[layer].float(), mask
@@ -122,13 +119,10 @@ def predict(lm: LanguageModel, enc: Encoder, seqs: list[list[int]]) -> tuple[tor
     return e, m
 
 
-def file_name(lm: LanguageModel) -> str:
-    return "encoder-" + re.sub(r"[^A-Za-z0-9._-]+", "_", lm.name).strip("_") + ".safetensors"
-
-
 def candidates(lm: LanguageModel) -> list[Path]:
     """Where a head for this model may be: the cache dir (trained here), then the package."""
-    return [get_settings().cache_dir / "encoders" / file_name(lm), SHIPPED / file_name(lm)]
+    name = file_name(lm, "encoder")
+    return [get_settings().cache_dir / "encoders" / name, SHIPPED / name]
 
 
 def find_encoder(lm: LanguageModel) -> Encoder | None:

@@ -69,8 +69,9 @@ class Start:
     path: Path | None = None
 
 
-def file_name(lm: LanguageModel) -> str:
-    return "start-" + re.sub(r"[^A-Za-z0-9._-]+", "_", lm.name).strip("_") + ".safetensors"
+def file_name(lm: LanguageModel, kind: str = "start") -> str:
+    """`<kind>-<the model's name made file-safe>.safetensors`: a start's, or (kind="encoder") a head's."""
+    return f"{kind}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", lm.name).strip("_") + ".safetensors"
 
 
 def candidates(lm: LanguageModel) -> list[Path]:
